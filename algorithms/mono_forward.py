@@ -1,0 +1,121 @@
+"""Mono-Forward: every layer learns from its own projection to class scores.
+
+Gong, Li & Abdulla, *Mono-Forward: Backpropagation-Free Algorithm for Efficient Neural Network
+Training Harnessing Local Errors*, arXiv 2501.09238 (v2: *Revisiting Forward-Forward through
+Objective-Locality Decomposition*). Equations and settings: ALGORITHMS.md §2.
+
+Layer i computes ``a_i = ReLU(W_i sg(a_{i-1}) + b_i)`` and the goodness matrix
+``G_i = a_i M_iᵀ`` (B × C); its loss is ``CE(G_i, y)``, which updates only W_i, b_i and M_i.
+
+Schedules: ``greedy`` (the Beyond-BP reference: stage i trains (W_i, M_i) to its own stopping
+point over the frozen, no-grad-recomputed prefix, and is restored to its best epoch before being
+frozen) and ``joint`` (every layer steps on every batch, as in FF; equally local).
+
+Prediction: ``last`` (default, argmax G_L) or ``sum`` (argmax Σ_i G_i). The optional raw-input
+head M_0 (``input_head=True``, off by default as in the original runs) adds a stage that is
+counted in passes and cost but unused at inference.
+
+Initialisation: W_i Kaiming-uniform for ReLU and b_i = 0; M_i with the ``nn.Linear`` default
+bound 1/√fan_in (Beyond-BP). For ``cnn:`` specs each block is the shared conv block
+(conv3×3 → ReLU → maxpool → BN) rather than the paper's conv → ReLU → AvgPool [U]; this keeps the
+backprop twin identical and is a documented deviation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.arch import ArchSpec, build_trunk, flat_dim
+from localearn.errors import ConfigError
+from localearn.layer import Context, LocalLayer
+from localearn.learner import LocalLearner, Stage
+from localearn.registry import register_algorithm
+
+
+class MonoForwardLayer(LocalLayer):
+    """A trunk block plus its projection ``M_i`` (C × D_i, no bias) and CE on ``G_i``."""
+
+    def __init__(self, body: nn.Module, feat_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.proj = nn.Linear(feat_dim, num_classes, bias=False)  # default init: U(±1/√fan_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def goodness(self, h: Tensor) -> Tensor:
+        """``G_i = a_i M_iᵀ``, the layer's class scores."""
+        return self.proj(h.flatten(1))
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        assert ctx.y is not None
+        return F.cross_entropy(self.goodness(h), ctx.y)
+
+
+@register_algorithm
+class MonoForward(LocalLearner):
+    """Mono-Forward (see the module docstring).
+
+    Args:
+        arch: ``mlp:...`` or ``cnn:...`` spec.
+        input_shape: one sample's shape.
+        num_classes: C.
+        schedule: ``greedy`` (sequential stages, the reference; default) or ``joint``.
+        prediction: ``last`` (argmax G_L, default) or ``sum`` (argmax Σ_i G_i).
+        input_head: add the raw-input stage M_0 (trained, counted, unused at inference).
+    """
+
+    name = "mono_forward"
+    aliases = ("mf",)
+    paper = "Gong, Li & Abdulla, Mono-Forward, arXiv 2501.09238"
+    schedule = "greedy"
+    schedules = ("greedy", "joint")
+    default_optimizer: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+
+    def __init__(
+        self,
+        arch: str | ArchSpec | None = None,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        schedule: str | None = None,
+        prediction: str = "last",
+        input_head: bool = False,
+    ) -> None:
+        super().__init__(arch, input_shape, num_classes, schedule)
+        if prediction not in ("last", "sum"):
+            raise ConfigError(f"prediction must be 'last' or 'sum', got {prediction!r}")
+        self.prediction = prediction
+        self.input_head = bool(input_head)
+        blocks, shapes = build_trunk(self.arch, self.input_shape)
+        if self.input_head:
+            self.add_layer(MonoForwardLayer(nn.Identity(), flat_dim(self.input_shape), num_classes))
+        for block, shape in zip(blocks, shapes, strict=True):
+            self.add_layer(MonoForwardLayer(block, flat_dim(shape), self.num_classes))
+
+    def _all_goodness(self, x: Tensor) -> list[Tensor]:
+        out, h = [], x
+        for layer in self.layers:
+            h = layer(h)
+            out.append(layer.goodness(h))
+        return out[1:] if self.input_head else out
+
+    def predict(self, x: Tensor) -> Tensor:
+        g = self._all_goodness(x)
+        return g[-1] if self.prediction == "last" else sum(g[1:], g[0])
+
+    def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
+        if len(stage.layers) > 1:  # joint: the whole network's prediction
+            return self.predict(x)
+        h = x
+        for i in range(stage.layers[0] + 1):
+            h = self.layers[i](h)
+        return self.layers[stage.layers[0]].goodness(h)
+
+    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
+        names = [layer.layer_name for layer in self.layers]
+        names = names[1:] if self.input_head else names
+        return dict(zip(names, self._all_goodness(x), strict=True))

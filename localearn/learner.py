@@ -1,0 +1,196 @@
+"""``LocalLearner``: an algorithm, as a stack of :class:`~localearn.layer.LocalLayer` objects.
+
+A learner declares what it is (``name``, ``paper``, ``aliases``, ``supports_graphs``, default
+``schedule``), builds ``self.layers`` from an architecture spec, and says how to make a layer
+context from a batch and how to predict. It never builds a loop: the
+:class:`~localearn.trainer.Trainer` drives it, stage by stage (``stages()``), and calls
+:meth:`LocalLearner.train_step` once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.arch import ArchSpec, parse_arch
+from localearn.errors import ConfigError
+from localearn.layer import Context, LocalLayer
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A training unit (STUDY_PROTOCOL.md §3): the layers trained together to one stopping point.
+
+    Attributes:
+        name: shown in reports (``network``, ``layer0``, ``predictor2``, ...).
+        layers: indices into ``learner.layers`` that this unit trains.
+    """
+
+    name: str
+    layers: tuple[int, ...]
+
+
+class LocalLearner(nn.Module):
+    """Base class of every learner, backprop included.
+
+    Class attributes:
+        name: registry key; aliases: other accepted names; paper: the citation shown by
+            ``localearn algos``.
+        supports_graphs: takes torch_geometric graphs instead of image batches.
+        schedule: the default schedule, ``joint`` (every layer steps on every batch) or ``greedy``
+            (one stage per layer, each trained to its stopping point, then frozen);
+            schedules: the schedules this learner supports.
+        stop_metric: ``val_loss`` (CE of the unit's scores, the protocol default) or ``val_acc``
+            for learners whose own loss is no model-selection signal.
+        block_local: False for learners that are local in time only (NoProp-CT/FM).
+        default_arch: used when no ``arch`` is given; test_arch: a small one for the
+            conformance suite.
+        default_optimizer: optimizer name, lr and weight decay of the reference recipe.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    supports_graphs: ClassVar[bool] = False
+    schedule: ClassVar[str] = "joint"
+    schedules: ClassVar[tuple[str, ...]] = ("joint",)
+    stop_metric: ClassVar[str] = "val_loss"
+    block_local: ClassVar[bool] = True
+    default_arch: ClassVar[str] = "mlp:2x1000"
+    test_arch: ClassVar[str] = "mlp:2x32"
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+
+    layers: nn.ModuleList
+
+    def __init__(
+        self,
+        arch: str | ArchSpec | None = None,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        schedule: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.arch = parse_arch(arch or self.default_arch)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        mode = schedule or self.schedule
+        if mode not in self.schedules:
+            raise ConfigError(
+                f"{self.name} does not support schedule {mode!r}; supported: "
+                f"{', '.join(self.schedules)}"
+            )
+        self.schedule_mode = mode
+        self.layers = nn.ModuleList()
+
+    # ----------------------------------------------------------------- construction helpers
+    def add_layer(self, layer: LocalLayer) -> LocalLayer:
+        """Append a layer and give it its report name (``layer<i>``)."""
+        layer.layer_name = f"layer{len(self.layers)}"
+        self.layers.append(layer)
+        return layer
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
+        """Give every layer its own optimizer from ``factory``; returns them in a stable order."""
+        for layer in self.layers:
+            layer.optimizer = factory(layer.parameters())
+        return self.optimizers()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the learner steps (saved and restored by checkpoints)."""
+        return [layer.optimizer for layer in self.layers if layer.optimizer is not None]
+
+    # ----------------------------------------------------------------------- data plumbing
+    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
+        """Inputs and integer targets of a batch (image learners: ``(x, y)``)."""
+        return batch[0], batch[1]
+
+    def make_context(self, batch: Any) -> Context:
+        """What the layers need beside their input; by default the labels."""
+        _, y = self.split_batch(batch)
+        return Context(y=y, num_classes=self.num_classes)
+
+    # ----------------------------------------------------------------------------- training
+    def stages(self) -> list[Stage]:
+        """The training units: the whole network (joint) or one per layer (greedy)."""
+        if self.schedule_mode == "greedy":
+            return [Stage(layer.layer_name, (i,)) for i, layer in enumerate(self.layers)]
+        return [Stage("network", tuple(range(len(self.layers))))]
+
+    def set_train_mode(self, stage: Stage) -> None:
+        """Train mode for the stage's layers, eval mode for frozen ones (no BN statistics drift)."""
+        self.train()
+        for i, layer in enumerate(self.layers):
+            if i not in stage.layers:
+                layer.eval()
+
+    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
+        """Chain ``layer.train_step`` through the layers of ``stage``.
+
+        Layers before the stage run under no-grad (the frozen prefix of a greedy schedule is
+        recomputed every batch, as in the reference); layers after it are skipped.
+        """
+        x, _ = self.split_batch(batch)
+        ctx = self.make_context(batch)
+        last = max(stage.layers)
+        losses: dict[str, float] = {}
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i > last:
+                break
+            if i in stage.layers:
+                h, loss = layer.train_step(h, ctx)
+                losses[f"loss/{layer.layer_name}"] = float(loss)
+            else:
+                with torch.no_grad():
+                    h = layer(h)
+        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
+        return losses
+
+    # ---------------------------------------------------------------------------- inference
+    def predict(self, x: Any) -> Tensor:  # pragma: no cover - abstract
+        """Class scores ``(B, C)``; argmax is the prediction."""
+        raise NotImplementedError
+
+    def unit_scores(self, x: Any, stage: Stage) -> Tensor:
+        """The scores whose cross-entropy is ``stage``'s validation loss (Rule 1).
+
+        By default the learner's prediction; sequential learners return the stage's own head.
+        """
+        return self.predict(x)
+
+    def layer_scores(self, x: Any) -> dict[str, Tensor]:
+        """Per-layer class scores for per-layer diagnostics (each layer's own accuracy)."""
+        return {}
+
+    def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
+        """Scores and targets for one evaluation batch (graph learners select their node mask)."""
+        x, y = self.split_batch(batch)
+        scores = self.predict(x) if stage is None else self.unit_scores(x, stage)
+        return scores, y
+
+    @staticmethod
+    def scores_to_loss(scores: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy of class scores, the protocol's validation loss."""
+        return F.cross_entropy(scores.float(), y)
+
+    # ------------------------------------------------------------------------------ report
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """What ``localearn algos`` prints."""
+        return {
+            "schedules": list(cls.schedules),
+            "default_schedule": cls.schedule,
+            "graphs": cls.supports_graphs,
+            "block_local": cls.block_local,
+            "stop_metric": cls.stop_metric,
+            "default_arch": cls.default_arch,
+        }

@@ -1,0 +1,72 @@
+"""Named metered windows: ``train``, ``warmup``, ``validate``, ``checkpoint``, ``test``, ``setup``.
+
+STUDY_PROTOCOL.md Rule 3: training cost is the ``train`` window (plus ``warmup``) only; validation
+and checkpoint writes are metered apart so that, e.g., Forward-Forward's C-pass validation never
+hides inside its training cost. Window edges synchronise the device so that queued GPU work is
+charged to the window that launched it.
+
+Other meters (energy, see ``localearn.measure.energy``) plug in as :class:`Probe` objects that are
+told when each window opens and closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+
+
+class Probe(Protocol):
+    """Something measured over the same windows as wall time (e.g. an energy counter)."""
+
+    def start(self, phase: str) -> None: ...
+
+    def stop(self, phase: str) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+class PhaseMeter:
+    """Accumulates wall time per named phase, across windows and across a resumed run."""
+
+    def __init__(self, device: torch.device | str | None = None, probes: list[Probe] | None = None):
+        self.device = device
+        self.probes: list[Probe] = list(probes or [])
+        self.seconds: dict[str, float] = {}
+        self.windows: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Meter the enclosed block as phase ``name``."""
+        synchronize(self.device)
+        for probe in self.probes:
+            probe.start(name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            elapsed = time.perf_counter() - t0
+            for probe in self.probes:
+                probe.stop(name)
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            self.windows[name] = self.windows.get(name, 0) + 1
+
+    def total(self, *names: str) -> float:
+        return sum(self.seconds.get(n, 0.0) for n in names)
+
+    def state(self) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), "windows": dict(self.windows)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.seconds = {k: float(v) for k, v in state.get("seconds", {}).items()}
+        self.windows = {k: int(v) for k, v in state.get("windows", {}).items()}

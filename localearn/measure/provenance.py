@@ -1,0 +1,60 @@
+"""What produced a run: library versions, device, host (STUDY_PROTOCOL.md Rule 4, provenance)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_PACKAGES = (
+    "localearn", "torch", "torchvision", "triton", "torch-geometric", "optuna", "numpy",
+    "scikit-learn", "nvidia-ml-py", "codecarbon",
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    out["cuda"] = torch.version.cuda
+    out["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    out["git_commit"] = git_commit()
+    return out
+
+
+def git_commit() -> str | None:
+    """The localearn source commit, when running from a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """The device a run used, plus the host's CPU and OS."""
+    info: dict[str, Any] = {
+        "type": device.type,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        info.update(name=props.name, total_memory_bytes=props.total_memory,
+                    capability=f"{props.major}.{props.minor}", count=torch.cuda.device_count())
+    else:
+        info["name"] = "cpu"
+    return info

@@ -1,0 +1,129 @@
+"""One-call training: build data and learner from names, train, and rebuild a run from disk.
+
+``fit`` is what the CLI's ``train`` runs and what a script calls for a quick experiment; the
+checkpoint it writes stores the names and options needed to rebuild everything (``load_run``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from localearn.data import DataBundle, canonical_dataset, load_dataset
+from localearn.errors import ConfigError, LocalearnError
+from localearn.learner import LocalLearner
+from localearn.measure import Probe
+from localearn.registry import canonical_name, get_algorithm
+from localearn.trainer import Callback, Trainer, TrainConfig
+from localearn.utils import seed_everything
+
+
+def check_options(algo: str, options: dict[str, Any]) -> None:
+    """Reject learner options the learner does not take, listing the ones it does."""
+    cls = get_algorithm(algo)
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n not in ("self", "input_shape", "num_classes")]
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ConfigError(f"{cls.name} has no option {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+
+
+def build_learner(algo: str, data: DataBundle, options: dict[str, Any]) -> LocalLearner:
+    """Create ``algo`` for ``data``'s input shape and class count with ``options``."""
+    check_options(algo, options)
+    cls = get_algorithm(algo)
+    return cls(input_shape=data.input_shape, num_classes=data.num_classes, **options)
+
+
+def fit(
+    algo: str = "mono_forward",
+    dataset: str = "digits",
+    *,
+    arch: str | None = None,
+    schedule: str | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    split_seed: int = 0,
+    learner_options: dict[str, Any] | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Iterable[Callback] = (),
+    probes: Iterable[Probe] = (),
+    **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Train ``algo`` on ``dataset`` and return the run record (also ``out/run.json``).
+
+    Args:
+        algo: a registered learner name or alias.
+        dataset: a registered dataset name.
+        arch: architecture spec; None takes the learner's default.
+        schedule: ``joint`` | ``greedy``; None takes the learner's default.
+        data_dir, download, split_seed: where data lives, whether to fetch it, the split seed.
+        learner_options, dataset_options: passed to the learner / dataset loader.
+        out: run directory (checkpoint every epoch, ``run.json`` at the end).
+        resume: continue the run in ``out`` from its last checkpoint; its stored settings win.
+        callbacks, probes: passed to the :class:`Trainer`.
+        train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...).
+    """
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out DIR naming the run to continue")
+        ckpt_path = Path(out) / CHECKPOINT_NAME
+        if not ckpt_path.is_file():
+            raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
+        ckpt = load_checkpoint(ckpt_path)
+        run = ckpt["run"]
+        if algo and canonical_name(algo) != run["algorithm"] and train_kwargs.get("_algo_given"):
+            raise ConfigError(f"{out} holds a {run['algorithm']} run, not {algo}")
+        train_kwargs = {**ckpt["config"], **{k: v for k, v in train_kwargs.items() if k in ("device", "progress")}}
+        algo, dataset = run["algorithm"], run["dataset"]
+        learner_options, dataset_options = run["learner_options"], run["dataset_options"]
+        split_seed = run["split_seed"]
+        data_dir = data_dir if data_dir is not None else run.get("data_dir")
+    train_kwargs.pop("_algo_given", None)
+    valid_fields = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(train_kwargs) - valid_fields)
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid_fields))}")
+    config = TrainConfig(**train_kwargs)
+    config.validate()
+    name = canonical_name(algo)
+    dataset = canonical_dataset(dataset)
+    opts = dict(learner_options or {})
+    if not resume:
+        if arch is not None:
+            opts["arch"] = arch
+        if schedule is not None:
+            opts["schedule"] = schedule
+    data = load_dataset(dataset, data_dir, download=download, split_seed=split_seed, **(dataset_options or {}))
+    seed_everything(config.seed)  # the same seed gives the same initialisation
+    learner = build_learner(name, data, opts)
+    run_info = {
+        "algorithm": name, "dataset": dataset, "learner_options": opts,
+        "dataset_options": dict(dataset_options or {}), "split_seed": split_seed,
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "paper": learner.paper,
+    }
+    trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
+    if resume:
+        trainer.resume(Path(out) / CHECKPOINT_NAME)  # type: ignore[arg-type]
+    return trainer.fit()
+
+
+def load_run(path: str | Path, data_dir: str | Path | None = None, device: str = "cpu") -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
+    """Rebuild the learner (with its trained weights) and the dataset of a saved run."""
+    ckpt = load_checkpoint(path, map_location=device)
+    run = ckpt.get("run") or {}
+    if "algorithm" not in run:
+        raise LocalearnError(f"{path} does not record which learner produced it")
+    data = load_dataset(run["dataset"], data_dir if data_dir is not None else run.get("data_dir"),
+                        split_seed=run.get("split_seed", 0), **run.get("dataset_options", {}))
+    learner = build_learner(run["algorithm"], data, run.get("learner_options", {}))
+    learner.load_state_dict(ckpt["model"])
+    return learner.to(device).eval(), data, ckpt

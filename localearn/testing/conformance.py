@@ -1,0 +1,204 @@
+"""Conformance checks for every :class:`~localearn.learner.LocalLearner`.
+
+Fixtures are real data: a fixed batch of scikit-learn's digits for image learners, KarateClub
+(bundled with torch_geometric) for graph learners. A learner class may adjust its fixture with
+class attributes: ``test_arch`` (a small spec) and ``test_options`` (constructor kwargs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from localearn.learner import LocalLearner, Stage
+from localearn.registry import get_algorithm
+from localearn.trainer import make_optimizer_factory
+from localearn.utils import seed_everything
+
+
+@dataclass
+class Fixture:
+    """A small learner, its optimizers configured, and one fixed training batch."""
+
+    learner: LocalLearner
+    batch: Any
+    inputs: Any
+    num_classes: int
+
+
+def _digits_batch(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
+    return (x - 0.3) / 0.4, torch.tensor(d.target[:n], dtype=torch.long)
+
+
+def _graph_batch() -> Any:
+    from localearn.data.graphs import karate_club_data  # graph learners only
+
+    return karate_club_data()
+
+
+def make_fixture(name: str, seed: int = 0, **overrides: Any) -> Fixture:
+    """Build learner ``name`` on its small architecture with a fixed real-data batch."""
+    cls = get_algorithm(name)
+    seed_everything(seed)
+    options = {"arch": cls.test_arch, **getattr(cls, "test_options", {}), **overrides}
+    if cls.supports_graphs:
+        batch = _graph_batch()
+        learner = cls(input_shape=(batch.num_features,), num_classes=int(batch.y.max()) + 1, **options)
+        inputs = batch
+    else:
+        x, y = _digits_batch()
+        learner = cls(input_shape=tuple(x.shape[1:]), num_classes=10, **options)
+        batch, inputs = (x, y), x
+    opt = learner.default_optimizer
+    learner.configure_optimizers(make_optimizer_factory(opt["name"], opt["lr"], opt.get("weight_decay", 0.0)))
+    return Fixture(learner, batch, inputs, learner.num_classes)
+
+
+def _train_all(fx: Fixture, steps: int) -> list[float]:
+    """``steps`` passes of every stage over the fixed batch; the loss of each step."""
+    losses = []
+    for _ in range(steps):
+        for stage in fx.learner.stages():
+            fx.learner.set_train_mode(stage)
+            losses.append(fx.learner.train_step(fx.batch, stage)["loss"])
+    return losses
+
+
+@contextlib.contextmanager
+def _spy_on_steps(learner: LocalLearner, record: Callable[[int, set[str]], None]) -> Iterator[None]:
+    """Wrap every optimizer's ``step`` to record which parameters hold a gradient at that moment."""
+    names = {id(p): n for n, p in learner.named_parameters()}
+    originals = []
+    for i, opt in enumerate(learner.optimizers()):
+        original = opt.step
+
+        def spy(*args: Any, _i: int = i, _orig: Any = original, **kwargs: Any) -> Any:
+            with_grad = {names[id(p)] for p in learner.parameters() if p.grad is not None}
+            record(_i, with_grad)
+            return _orig(*args, **kwargs)
+
+        opt.step = spy  # type: ignore[method-assign]
+        originals.append((opt, original))
+    try:
+        yield
+    finally:
+        for opt, original in originals:
+            opt.step = original  # type: ignore[method-assign]
+
+
+def check_no_gradient_crosses_layers(name: str) -> None:
+    """At each optimizer step only that optimizer's parameters hold gradients; none remain after."""
+    fx = make_fixture(name)
+    learner = fx.learner
+    names = {id(p): n for n, p in learner.named_parameters()}
+    owned = [{names[id(p)] for g in opt.param_groups for p in g["params"]} for opt in learner.optimizers()]
+    seen: list[tuple[int, set[str]]] = []
+    with _spy_on_steps(learner, lambda i, s: seen.append((i, s))):
+        _train_all(fx, 1)
+    assert seen, f"{name}: train_step never stepped an optimizer"
+    for i, with_grad in seen:
+        foreign = with_grad - owned[i]
+        assert not foreign, (
+            f"{name}: when optimizer {i} stepped, parameters it does not own had gradients: "
+            f"{sorted(foreign)[:5]} (a gradient crossed a layer boundary)"
+        )
+    leftover = [n for n, p in learner.named_parameters() if p.grad is not None]
+    assert not leftover, f"{name}: gradients left behind after train_step: {leftover[:5]}"
+
+
+def check_loss_falls(name: str, steps: int = 30) -> None:
+    """Repeated steps on one fixed batch lower the training loss."""
+    fx = make_fixture(name)
+    losses = _train_all(fx, steps)
+    k = max(len(losses) // 5, 1)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    assert last < first, f"{name}: loss did not fall on a fixed batch ({first:.4f} -> {last:.4f})"
+
+
+def _predict(fx: Fixture) -> torch.Tensor:
+    fx.learner.eval()
+    with torch.no_grad():
+        return fx.learner.predict(fx.inputs)
+
+
+def check_deterministic(name: str) -> None:
+    """Two runs with the same seed give bit-identical weights and predictions."""
+    runs = []
+    for _ in range(2):
+        fx = make_fixture(name, seed=123)
+        seed_everything(7)
+        _train_all(fx, 3)
+        runs.append((fx.learner.state_dict(), _predict(fx)))
+    (sd_a, p_a), (sd_b, p_b) = runs
+    for key in sd_a:
+        assert torch.equal(sd_a[key], sd_b[key]), f"{name}: {key} differs between identically seeded runs"
+    assert torch.equal(p_a, p_b), f"{name}: predictions differ between identically seeded runs"
+
+
+def check_state_dict_round_trip(name: str) -> None:
+    """A state dict saved and loaded into a fresh learner reproduces its predictions."""
+    fx = make_fixture(name, seed=1)
+    _train_all(fx, 2)
+    buf = io.BytesIO()
+    torch.save(fx.learner.state_dict(), buf)
+    buf.seek(0)
+    fresh = make_fixture(name, seed=2)
+    fresh.learner.load_state_dict(torch.load(buf))
+    seed_everything(5)
+    a = _predict(fx)
+    seed_everything(5)
+    b = _predict(fresh)
+    assert torch.allclose(a, b), f"{name}: predictions changed after a state_dict round trip"
+
+
+def check_predict_shape(name: str) -> None:
+    """``predict`` returns finite scores of shape (B, C)."""
+    fx = make_fixture(name)
+    scores = _predict(fx)
+    n = fx.batch.num_nodes if hasattr(fx.batch, "num_nodes") else fx.batch[0].shape[0]
+    assert scores.shape == (n, fx.num_classes), f"{name}: predict returned {tuple(scores.shape)}, expected ({n}, {fx.num_classes})"
+    assert torch.isfinite(scores).all(), f"{name}: predict returned non-finite scores"
+
+
+def check_runs_without_triton(name: str) -> None:
+    """Training and prediction work on CPU with Triton unimportable and kernels forced to torch."""
+    saved = {k: sys.modules[k] for k in list(sys.modules) if k == "triton" or k.startswith("triton.")}
+    env = os.environ.get("LOCALEARN_KERNELS")
+    try:
+        for k in saved:
+            del sys.modules[k]
+        sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
+        os.environ["LOCALEARN_KERNELS"] = "torch"
+        fx = make_fixture(name)
+        _train_all(fx, 1)
+        assert torch.isfinite(_predict(fx)).all(), f"{name}: non-finite scores without Triton"
+    finally:
+        del sys.modules["triton"]
+        sys.modules.update(saved)
+        if env is None:
+            os.environ.pop("LOCALEARN_KERNELS", None)
+        else:
+            os.environ["LOCALEARN_KERNELS"] = env
+
+
+CHECKS: dict[str, Callable[[str], None]] = {
+    "no_gradient_crosses_layers": check_no_gradient_crosses_layers,
+    "loss_falls": check_loss_falls,
+    "deterministic": check_deterministic,
+    "state_dict_round_trip": check_state_dict_round_trip,
+    "predict_shape": check_predict_shape,
+    "runs_without_triton": check_runs_without_triton,
+}
+
+__all__ = ["CHECKS", "Fixture", "Stage", "make_fixture"]
