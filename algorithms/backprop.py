@@ -12,7 +12,7 @@ network, so that every comparison runs through the same trainer, meters and chec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,7 +57,8 @@ class Backprop(LocalLearner):
     aliases = ("bp",)
     paper = "Rumelhart, Hinton & Williams, Nature 1986 (same-architecture baseline)"
     schedules = ("joint",)
-    default_optimizer: dict[str, Any] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
+    block_local = False  # one global loss: the baseline, not a local learner
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 
     def __init__(
         self,

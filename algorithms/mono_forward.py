@@ -24,7 +24,7 @@ backprop twin identical and is a documented deviation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -74,7 +74,7 @@ class MonoForward(LocalLearner):
     paper = "Gong, Li & Abdulla, Mono-Forward, arXiv 2501.09238"
     schedule = "greedy"
     schedules = ("greedy", "joint")
-    default_optimizer: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
 
     def __init__(
         self,
@@ -96,9 +96,13 @@ class MonoForward(LocalLearner):
         for block, shape in zip(blocks, shapes, strict=True):
             self.add_layer(MonoForwardLayer(block, flat_dim(shape), self.num_classes))
 
+    @property
+    def _mf_layers(self) -> list[MonoForwardLayer]:
+        return cast(list[MonoForwardLayer], list(self.layers))
+
     def _all_goodness(self, x: Tensor) -> list[Tensor]:
         out, h = [], x
-        for layer in self.layers:
+        for layer in self._mf_layers:
             h = layer(h)
             out.append(layer.goodness(h))
         return out[1:] if self.input_head else out
@@ -113,9 +117,9 @@ class MonoForward(LocalLearner):
         h = x
         for i in range(stage.layers[0] + 1):
             h = self.layers[i](h)
-        return self.layers[stage.layers[0]].goodness(h)
+        return self._mf_layers[stage.layers[0]].goodness(h)
 
     def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
-        names = [layer.layer_name for layer in self.layers]
+        names = [layer.layer_name for layer in self._mf_layers]
         names = names[1:] if self.input_head else names
         return dict(zip(names, self._all_goodness(x), strict=True))

@@ -12,7 +12,7 @@ from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
 from localearn.registry import create_learner, get_algorithm, list_algorithms, register_algorithm
 from localearn.run import fit, load_run
-from localearn.trainer import Callback, Trainer, TrainConfig
+from localearn.trainer import Callback, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 

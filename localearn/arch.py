@@ -111,14 +111,14 @@ def parse_arch(spec: str | ArchSpec) -> ArchSpec:
         depth, width = _positive(m.group(1), spec), _positive(m.group(2), spec)
         return ArchSpec(kind, (width,) * depth, None, text)
     input_dim = _positive(parts[0], spec)
-    widths: list[int] = []
+    hidden: list[int] = []
     for token in parts[1:]:
         m = _GROUP.match(token)
         if m:
-            widths += [_positive(m.group(2), spec)] * _positive(m.group(1), spec)
+            hidden += [_positive(m.group(2), spec)] * _positive(m.group(1), spec)
         else:
-            widths.append(_positive(token, spec))
-    return ArchSpec(kind, tuple(widths), input_dim, text)
+            hidden.append(_positive(token, spec))
+    return ArchSpec(kind, tuple(hidden), input_dim, text)
 
 
 def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:

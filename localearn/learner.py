@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,11 @@ class LocalLearner(nn.Module):
         self.layers = nn.ModuleList()
 
     # ----------------------------------------------------------------- construction helpers
+    @property
+    def local_layers(self) -> list[LocalLayer]:
+        """``self.layers`` typed as local layers."""
+        return cast(list[LocalLayer], list(self.layers))
+
     def add_layer(self, layer: LocalLayer) -> LocalLayer:
         """Append a layer and give it its report name (``layer<i>``)."""
         layer.layer_name = f"layer{len(self.layers)}"
@@ -100,13 +105,13 @@ class LocalLearner(nn.Module):
 
     def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
         """Give every layer its own optimizer from ``factory``; returns them in a stable order."""
-        for layer in self.layers:
+        for layer in self.local_layers:
             layer.optimizer = factory(layer.parameters())
         return self.optimizers()
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer the learner steps (saved and restored by checkpoints)."""
-        return [layer.optimizer for layer in self.layers if layer.optimizer is not None]
+        return [layer.optimizer for layer in self.local_layers if layer.optimizer is not None]
 
     # ----------------------------------------------------------------------- data plumbing
     def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
@@ -122,13 +127,13 @@ class LocalLearner(nn.Module):
     def stages(self) -> list[Stage]:
         """The training units: the whole network (joint) or one per layer (greedy)."""
         if self.schedule_mode == "greedy":
-            return [Stage(layer.layer_name, (i,)) for i, layer in enumerate(self.layers)]
+            return [Stage(layer.layer_name, (i,)) for i, layer in enumerate(self.local_layers)]
         return [Stage("network", tuple(range(len(self.layers))))]
 
     def set_train_mode(self, stage: Stage) -> None:
         """Train mode for the stage's layers, eval mode for frozen ones (no BN statistics drift)."""
         self.train()
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.local_layers):
             if i not in stage.layers:
                 layer.eval()
 
@@ -143,7 +148,7 @@ class LocalLearner(nn.Module):
         last = max(stage.layers)
         losses: dict[str, float] = {}
         h = x
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.local_layers):
             if i > last:
                 break
             if i in stage.layers:

@@ -11,13 +11,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from localearn.arch import parse_arch
 from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from localearn.data import DataBundle, canonical_dataset, load_dataset
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
 from localearn.registry import canonical_name, get_algorithm
-from localearn.trainer import Callback, Trainer, TrainConfig
+from localearn.trainer import Callback, TrainConfig, Trainer
 from localearn.utils import seed_everything
 
 
@@ -41,8 +42,8 @@ def build_learner(algo: str, data: DataBundle, options: dict[str, Any]) -> Local
 
 
 def fit(
-    algo: str = "mono_forward",
-    dataset: str = "digits",
+    algo: str | None = "mono_forward",
+    dataset: str | None = "digits",
     *,
     arch: str | None = None,
     schedule: str | None = None,
@@ -79,28 +80,30 @@ def fit(
             raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = load_checkpoint(ckpt_path)
         run = ckpt["run"]
-        if algo and canonical_name(algo) != run["algorithm"] and train_kwargs.get("_algo_given"):
+        if algo is not None and canonical_name(algo) != run["algorithm"]:
             raise ConfigError(f"{out} holds a {run['algorithm']} run, not {algo}")
+        if dataset is not None and canonical_dataset(dataset) != run["dataset"]:
+            raise ConfigError(f"{out} holds a run on {run['dataset']}, not {dataset}")
         train_kwargs = {**ckpt["config"], **{k: v for k, v in train_kwargs.items() if k in ("device", "progress")}}
-        algo, dataset = run["algorithm"], run["dataset"]
+        algo, dataset = run["algorithm"], run["dataset"]  # the stored run's settings win
         learner_options, dataset_options = run["learner_options"], run["dataset_options"]
         split_seed = run["split_seed"]
         data_dir = data_dir if data_dir is not None else run.get("data_dir")
-    train_kwargs.pop("_algo_given", None)
     valid_fields = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(train_kwargs) - valid_fields)
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid_fields))}")
     config = TrainConfig(**train_kwargs)
     config.validate()
-    name = canonical_name(algo)
-    dataset = canonical_dataset(dataset)
+    name = canonical_name(algo or "mono_forward")
+    dataset = canonical_dataset(dataset or "digits")
     opts = dict(learner_options or {})
     if not resume:
         if arch is not None:
-            opts["arch"] = arch
+            opts["arch"] = str(parse_arch(arch))  # a bad spec fails before any data is loaded
         if schedule is not None:
             opts["schedule"] = schedule
+    check_options(name, opts)
     data = load_dataset(dataset, data_dir, download=download, split_seed=split_seed, **(dataset_options or {}))
     seed_everything(config.seed)  # the same seed gives the same initialisation
     learner = build_learner(name, data, opts)
@@ -116,7 +119,9 @@ def fit(
     return trainer.fit()
 
 
-def load_run(path: str | Path, data_dir: str | Path | None = None, device: str = "cpu") -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
+def load_run(
+    path: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
+) -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
     """Rebuild the learner (with its trained weights) and the dataset of a saved run."""
     ckpt = load_checkpoint(path, map_location=device)
     run = ckpt.get("run") or {}

@@ -14,7 +14,6 @@ memory) before the next unit starts. The metered ``train`` window covers optimiz
 
 from __future__ import annotations
 
-import copy
 import gc
 import math
 from collections.abc import Iterable
@@ -173,7 +172,10 @@ class Trainer:
             "weight_decay": self.config.weight_decay if self.config.weight_decay is not None
             else opt.get("weight_decay", 0.0),
         }
-        factory = make_optimizer_factory(momentum=self.config.momentum, **self.optim_settings)
+        factory = make_optimizer_factory(
+            str(self.optim_settings["name"]), float(self.optim_settings["lr"]),
+            float(self.optim_settings["weight_decay"]), self.config.momentum,
+        )
         self.optimizers = learner.configure_optimizers(factory)
         self.stages = learner.stages()
         self.state = _State()
@@ -257,6 +259,7 @@ class Trainer:
 
     def _run_stage(self, stage: Stage) -> None:
         cfg, st = self.config, self.state
+        self.meter.unit = stage.name  # probes (energy) attribute windows to the unit
         self.learner.set_train_mode(stage)
         if self.device.type == "cuda" and st.steps >= cfg.warmup_steps:
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -361,6 +364,7 @@ class Trainer:
         except KeyboardInterrupt:
             self._write_run(self._result("interrupted"))
             raise
+        self.meter.unit = None
         with self.meter.phase("test"):
             test = self.evaluate("test")
             val = self.evaluate("val")
@@ -380,7 +384,7 @@ class Trainer:
         st, cfg = self.state, self.config
         train_s = self.meter.total("warmup", "train")
         per_layer: dict[str, dict[str, Any]] = {}
-        for layer in self.learner.layers:
+        for layer in self.learner.local_layers:
             entry: dict[str, Any] = {
                 "parameters": sum(p.numel() for p in layer.parameters()),
                 "peak_saved_activation_bytes": self.saved.per_layer.get(layer.layer_name, 0),
@@ -405,12 +409,15 @@ class Trainer:
             "epochs": st.global_epoch,
             "peak_saved_activation_bytes": self.saved.peak_bytes,
             "peak_rss_bytes": max(peak_rss_bytes(), getattr(self, "_resumed_rss", 0)),
-            "cuda_peak_allocated_bytes": int(torch.cuda.max_memory_allocated(self.device)) if cuda else None,
+            # Training peak: the highest unit peak (the live counter was reset at each unit start
+            # and now also holds the test pass); the live counter only before any unit finished.
+            "cuda_peak_allocated_bytes": (max(self._cuda_peaks.values()) if self._cuda_peaks
+                                          else int(torch.cuda.max_memory_allocated(self.device))) if cuda else None,
             "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)) if cuda else None,
             "cuda_peak_allocated_per_unit": self._cuda_peaks if cuda else None,
             "per_layer": per_layer,
             "energy": {"method": "not_measured",
-                       "reason": "energy metering is not part of this build of localearn yet"},
+                       "reason": "not requested (localearn train --energy, or probes=[EnergyProbe()])"},
         }
         for probe in self.meter.probes:
             metrics.update(probe.report())
@@ -420,7 +427,8 @@ class Trainer:
             "arch": str(self.learner.arch),
             "schedule": self.learner.schedule_mode,
             "seed": cfg.seed,
-            "config": {**asdict(cfg), "optimizer_resolved": self.optim_settings, "stop_metric_resolved": self.stop_metric},
+            "config": {**asdict(cfg), "optimizer_resolved": self.optim_settings,
+                       "stop_metric_resolved": self.stop_metric},
             "stop_rule": {"metric": self.stop_metric, "patience": cfg.patience, "min_delta": cfg.min_delta,
                           "cap_epochs_per_unit": cfg.epochs, "restore_best": cfg.restore_best},
             "versions": versions(),
@@ -434,7 +442,8 @@ class Trainer:
                 "train_seconds": "time.perf_counter over the warmup+train windows, device-synchronised edges",
                 "peak_saved_activation_bytes": "autograd saved_tensors_hooks, live bytes, parameters excluded",
                 "peak_rss_bytes": "getrusage ru_maxrss (process lifetime, includes data loading)",
-                "cuda_peak_allocated_bytes": "torch.cuda.max_memory_allocated after warm-up reset",
+                "cuda_peak_allocated_bytes": "torch.cuda.max_memory_allocated after warm-up reset, max over units",
+                "cuda_peak_reserved_bytes": "torch.cuda.max_memory_reserved since the last unit start (includes test)",
                 "data_passes": "training-set passes summed over training units",
             },
         }

@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import resource
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ class SavedTensorMeter:
         per_layer: per layer name, the highest live bytes *above the level at scope entry*.
     """
 
-    def __init__(self, exclude: Iterator[torch.Tensor] | list[torch.Tensor] = ()) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
         self._exclude = {self._storage_key(p) for p in exclude}
         self._refs: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
@@ -66,7 +66,7 @@ class SavedTensorMeter:
     def _storage_key(t: torch.Tensor) -> int:
         return t.untyped_storage().data_ptr()
 
-    def exclude(self, tensors: list[torch.Tensor] | Iterator[torch.Tensor]) -> None:
+    def exclude(self, tensors: Iterable[torch.Tensor]) -> None:
         """Exclude these tensors' storages (parameters) from the count."""
         self._exclude.update(self._storage_key(t) for t in tensors)
 

@@ -28,6 +28,9 @@ class Probe(Protocol):
 
     def report(self) -> dict[str, Any]: ...
 
+    # Optional: ``attach(meter)`` is called once with the PhaseMeter, whose ``device`` and
+    # ``unit`` (the training unit running now) the probe may read.
+
 
 def synchronize(device: torch.device | str | None) -> None:
     """Wait for queued work on ``device`` (a no-op on CPU)."""
@@ -43,6 +46,12 @@ class PhaseMeter:
         self.probes: list[Probe] = list(probes or [])
         self.seconds: dict[str, float] = {}
         self.windows: dict[str, int] = {}
+        # The training unit (stage name) now running; set by the Trainer, None outside units.
+        self.unit: str | None = None
+        for probe in self.probes:  # probes that want the device and the current unit
+            attach = getattr(probe, "attach", None)
+            if callable(attach):
+                attach(self)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

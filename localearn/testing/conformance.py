@@ -167,7 +167,8 @@ def check_predict_shape(name: str) -> None:
     fx = make_fixture(name)
     scores = _predict(fx)
     n = fx.batch.num_nodes if hasattr(fx.batch, "num_nodes") else fx.batch[0].shape[0]
-    assert scores.shape == (n, fx.num_classes), f"{name}: predict returned {tuple(scores.shape)}, expected ({n}, {fx.num_classes})"
+    expected = (n, fx.num_classes)
+    assert scores.shape == expected, f"{name}: predict returned {tuple(scores.shape)}, expected {expected}"
     assert torch.isfinite(scores).all(), f"{name}: predict returned non-finite scores"
 
 
