@@ -1,0 +1,111 @@
+"""Backprop baselines for ForwardGNN: PyG's GCN, GraphSAGE and GAT trained end to end.
+
+Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004, §5.3 of
+ALGORITHMS.md: ``torch_geometric.nn.models`` GCN / GraphSAGE / GAT (4 heads) with L layers,
+hidden 128, dropout 0 and the last layer mapping to the C class logits (so ``gcn:128x2`` is
+F → 128 → C). The whole network is one layer with a global cross-entropy over the training nodes,
+so that it runs through the same trainer, meters and checkpoints as the local learners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from localearn.arch import ArchSpec
+from localearn.data.graphs import node_mask
+from localearn.errors import ConfigError
+from localearn.layer import Context, LocalLayer
+from localearn.learner import LocalLearner, Stage
+from localearn.registry import register_algorithm
+
+
+class GNNNetwork(LocalLayer):
+    """A whole PyG model as one layer; CE over the training nodes."""
+
+    def __init__(self, kind: str, in_dim: int, hidden: int, depth: int, num_classes: int, heads: int = 4):
+        super().__init__()
+        from torch_geometric.nn.models import GAT, GCN, GraphSAGE
+
+        kw: dict[str, Any] = {"in_channels": in_dim, "hidden_channels": hidden, "num_layers": depth,
+                              "out_channels": num_classes, "dropout": 0.0}
+        if kind == "gcn":
+            self.net = GCN(**kw)
+        elif kind == "sage":
+            self.net = GraphSAGE(**kw, aggr="mean")
+        elif kind == "gat":
+            if hidden % heads:
+                raise ConfigError(f"gat width {hidden} is not divisible by its {heads} heads")
+            self.net = GAT(**kw, heads=heads)
+        else:
+            raise ConfigError(f"unknown graph convolution {kind!r}; valid: gcn, sage, gat")
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        if edge_index is None:
+            raise ConfigError(f"{self.layer_name} is a graph network: call it as net(x, edge_index)")
+        return self.net(x, edge_index)
+
+    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        h = self(x, ctx["edge_index"])  # the edges come with the context
+        return h, self.local_loss(h, ctx)
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        return F.cross_entropy(h[ctx["train_idx"]], ctx["train_y"])
+
+
+@register_algorithm
+class BackpropGNN(LocalLearner):
+    """End-to-end backprop GNN baseline (see the module docstring).
+
+    Args:
+        arch: ``gcn:WxL`` | ``sage:WxL`` | ``gat:WxL``: L convolutions, hidden width W, the last
+            one to C logits.
+        input_shape: ``(F,)``. num_classes: C. schedule: only ``joint``.
+    """
+
+    name = "backprop_gnn"
+    aliases = ("bp_gnn",)
+    paper = "Backprop baseline of Park et al., ICLR 2024 (PyG GCN / GraphSAGE / GAT)"
+    supports_graphs = True
+    schedules = ("joint",)
+    default_arch = "gcn:128x2"
+    test_arch = "gcn:16x2"
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}
+
+    def __init__(
+        self,
+        arch: str | ArchSpec | None = None,
+        input_shape: Sequence[int] = (1433,),
+        num_classes: int = 7,
+        schedule: str | None = None,
+    ) -> None:
+        super().__init__(arch, input_shape, num_classes, schedule)
+        if not self.arch.is_graph:
+            raise ConfigError(f"backprop_gnn needs a graph architecture (gcn:/sage:/gat:WxL), got {self.arch}")
+        widths = set(self.arch.widths)
+        if len(widths) != 1:
+            raise ConfigError(f"backprop_gnn uses one hidden width (PyG models), got {self.arch}")
+        self.add_layer(GNNNetwork(self.arch.kind, self.input_shape[0], widths.pop(), self.arch.depth,
+                                  self.num_classes))
+
+    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
+        return batch, batch.y[node_mask(batch)]
+
+    def make_context(self, batch: Any) -> Context:
+        idx = batch.train_mask.nonzero().flatten()
+        return Context(y=batch.y[idx], num_classes=self.num_classes,
+                       extras={"edge_index": batch.edge_index, "train_idx": idx, "train_y": batch.y[idx]})
+
+    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
+        _, loss = cast(GNNNetwork, self.layers[0]).train_step(batch.x, self.make_context(batch))
+        return {"loss": float(loss)}
+
+    def predict(self, x: Any) -> Tensor:
+        return self.layers[0](x.x, x.edge_index)
+
+    def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
+        mask = node_mask(batch)
+        return self.predict(batch)[mask], batch.y[mask]
