@@ -1,0 +1,36 @@
+"""Callbacks shipped with localearn: Optuna pruning.
+
+STUDY_PROTOCOL.md Rule 4: a pruner, if one is used, must see a step axis comparable across arms:
+validation of the *whole model* at matched data passes, never a stage's local metric. So this
+callback evaluates ``predict()`` on the validation split after every epoch (metered in the
+``validate`` window, outside training cost) and reports it at step = data passes so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localearn.learner import Stage
+from localearn.trainer import Callback, Trainer
+
+
+class OptunaPruning(Callback):
+    """Report whole-model validation accuracy to an Optuna trial; raise ``TrialPruned`` when told.
+
+    Args:
+        trial: the ``optuna.Trial`` being evaluated.
+    """
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def on_epoch_end(self, trainer: Trainer, stage: Stage, record: dict[str, Any]) -> None:
+        import optuna
+
+        with trainer.meter.phase("validate"):
+            accuracy = trainer.evaluate("val")["accuracy"]
+        record["model_val_accuracy"] = accuracy
+        step = record["global_epoch"]  # one epoch of any unit = one pass over the training set
+        self.trial.report(accuracy, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at data pass {step} with validation accuracy {accuracy:.4f}")
