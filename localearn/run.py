@@ -34,6 +34,17 @@ def check_options(algo: str, options: dict[str, Any]) -> None:
         raise ConfigError(f"{cls.name} has no option {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
 
 
+def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The learner's constructor defaults overlaid with ``options``: what the run really used."""
+    params = inspect.signature(get_algorithm(algo).__init__).parameters
+    out = {n: p.default for n, p in params.items()
+           if n not in ("self", "input_shape", "num_classes") and p.default is not inspect.Parameter.empty
+           and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    out.update(options)
+    return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list, dict)) else v)
+            for k, v in out.items()}
+
+
 def build_learner(algo: str, data: DataBundle, options: dict[str, Any]) -> LocalLearner:
     """Create ``algo`` for ``data``'s input shape and class count with ``options``."""
     check_options(algo, options)
@@ -109,6 +120,8 @@ def fit(
     learner = build_learner(name, data, opts)
     run_info = {
         "algorithm": name, "dataset": dataset, "learner_options": opts,
+        "learner_options_resolved": {**resolved_options(name, opts), "arch": str(learner.arch),
+                                     "schedule": learner.schedule_mode},
         "dataset_options": dict(dataset_options or {}), "split_seed": split_seed,
         "data_dir": str(data_dir) if data_dir is not None else None,
         "paper": learner.paper,
