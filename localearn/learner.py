@@ -123,6 +123,11 @@ class LocalLearner(nn.Module):
         _, y = self.split_batch(batch)
         return Context(y=y, num_classes=self.num_classes)
 
+    def callbacks(self) -> list[Any]:
+        """Trainer callbacks the learner's recipe needs (e.g. FF's lr cool-down); the
+        :class:`~localearn.trainer.Trainer` attaches them itself."""
+        return []
+
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
         """The training units: the whole network (joint) or one per layer (greedy)."""

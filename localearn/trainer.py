@@ -161,7 +161,7 @@ class Trainer:
         self.learner = learner.to(self.device)
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.callbacks = list(callbacks)
+        self.callbacks = [*learner.callbacks(), *callbacks]  # the recipe's own first
         self.meter = PhaseMeter(self.device, list(probes))
         self.run_info = dict(run_info or {})
         self.stop_metric = self.config.stop_metric or learner.stop_metric

@@ -1,0 +1,88 @@
+"""CaFo: the Cascaded Forward algorithm.
+
+Zhao, Wang, Li, Jin, Lang & Ling, *The Cascaded Forward Algorithm for Neural Network Training*,
+arXiv 2303.09728 (official code: Graph-ZKY/CaFo). DFA block training as in Beyond-BP
+(Przemyslaw11/BeyondBackpropagation); Direct Feedback Alignment: Nøkland, arXiv 1609.01596.
+Equations and settings: ALGORITHMS.md §3.
+
+Model. Blocks ``h_k = BN(MaxPool2(ReLU(Conv3×3(h_{k-1}))))`` (``cnn:32-128-512`` by default,
+built by :func:`localearn.arch.build_trunk`; ``mlp:`` specs work too) feed one linear predictor
+each, ``s_k = flatten(h_k) W_k`` (no bias, as official). Block features are computed under
+no-grad, so every predictor trains on its own loss only.
+
+Blocks (``blocks=``):
+
+* ``rand`` (default, CaFo-Rand): the random initialisation, frozen (``requires_grad=False``) and
+  in eval mode, so BatchNorm applies its initial running statistics (mean 0, var 1), as
+  Beyond-BP's eval-mode blocks do.
+* ``dfa`` (CaFo-DFA): a first training unit ``dfa`` trains all blocks with Direct Feedback
+  Alignment. An auxiliary head Linear(d_K, C) on block K gives ``e = softmax(o) − Y``; block K
+  and the head take their true local gradient; block k < K gets ``δh_k = e B_k`` with
+  ``B_k ∈ R^{C×d_k}`` a fixed Gaussian buffer with unit-norm rows (seeded by ``feedback_seed + k``,
+  or drawn from the run's seeded global RNG when ``feedback_seed`` is None), applied as
+  ``h_k.backward(δh_k)`` on a block run on a detached input: no backward pass through any other
+  block (unlike Beyond-BP, which ran a full ``loss.backward()`` and overwrote the gradients), and
+  one forward per step, so BN running statistics move once per step. Each block has its own
+  optimizer (the trainer's kind, at ``block_lr``, weight decay ``block_weight_decay`` or the
+  trainer's). The unit's validation loss is the CE of the auxiliary head. ``dfa_epochs`` caps the
+  unit: later epochs of it are idle (no update), so the trainer's stopping rule ends it after
+  ``patience`` unchanged validations; the trainer still counts those idle epochs as passes.
+
+Predictors (``predictor_loss=``), one training unit ``predictor<k>`` each, validated on
+``CE(s_k)`` with best-epoch restore by the trainer:
+
+* ``ce`` (default): mini-batch cross-entropy with the trainer's optimizer (Adam), the official
+  "BP" mode and Beyond-BP's variant.
+* ``ce_fullbatch``: the official rule ``W ← W − η[(1/N)Hᵀ(softmax(HW) − Y) + λW]`` from
+  W_0 = all ones, η = ``fullbatch_lr`` (0.01), λ = ``lam``; one step per epoch, taken from sums
+  accumulated over the epoch's mini-batches.
+* ``mse``: closed form ``W = (HᵀH + λI)⁻¹HᵀY`` (λ = ``lam``, 0 as official, pseudo-inverse
+  fallback). How it fits the epoch loop: the first epoch of the unit accumulates HᵀH and HᵀY
+  (float64) over the training batches, the solve happens once before that epoch's validation,
+  and later epochs of the unit do nothing, so the stopping rule ends it after ``patience``
+  idle epochs (pass ``patience=1`` to end at once). ``drop_last`` leaves at most B − 1 training
+  rows out of the solve.
+* ``sparsemax``: the sparsemax loss (gradient ``sparsemax(s) − onehot(y)``) with the trainer's
+  optimizer; the official code trains SL by full-batch GD, localearn by mini-batch Adam.
+
+Prediction (``aggregate=``): ``prob`` (default, the paper) sums ``q_k = softmax(s_k)``
+(``sparsemax(s_k)`` for the sparsemax loss); ``predict`` returns ``log(mean_k q_k)``, whose argmax
+is that of ``Σ_k q_k`` and whose CE (the run's test loss) is the NLL of the averaged prediction.
+``logits`` sums the raw ``s_k`` (Beyond-BP). ``layer_scores`` reports s_k under block k's layer
+name (``layer<k>``), so ``run.json`` holds each block's own test accuracy; layers
+``layer<K+k>`` are the predictors themselves.
+
+Feature cache (``cache_features=True``, ``cache_max_gb``): during a predictor unit the frozen
+blocks' features h_k are memoised by a digest of each input row's bytes (see
+:mod:`.cache` for why the cache lives in the learner, not the data), shared by training and
+validation batches. Without augmentation (``ImageData.augment is None``, e.g. MNIST, digits,
+``cifar10_subset`` with ``dataset_options={"augment": False}``) each unit computes its
+block features once, in its first epoch; with augmentation rows never repeat, the learner detects
+it after two epochs (training hit rate < ½) and stops caching training rows (validation rows
+stay cached). The DFA unit never caches (its blocks change every step).
+
+Deviations: mini-batch Adam instead of full-batch GD for ``ce``/``sparsemax`` (as Beyond-BP); a
+validation split with early stopping and best-epoch restore per predictor (official: none);
+W_0 for ``ce``/``sparsemax`` is nn.Linear's default U(±1/√d_k) (official GD: all ones, kept in
+``ce_fullbatch``); the DFA error is divided by B (the per-sample gradient of the batch-mean CE),
+a constant factor Adam ignores.
+"""
+
+from __future__ import annotations
+
+from .cache import FeatureCache, fingerprints
+from .layers import CafoBlock, CafoPredictor, solve_ridge
+from .learner import CaFo, unit_norm_gaussian
+from .sparsemax import sparsemax, sparsemax_loss
+
+__all__ = [
+    "CaFo",
+    "CafoBlock",
+    "CafoPredictor",
+    "FeatureCache",
+    "fingerprints",
+    "solve_ridge",
+    "sparsemax",
+    "sparsemax_loss",
+    "unit_norm_gaussian",
+]

@@ -1,0 +1,160 @@
+"""CaFo's two kinds of layer: a conv block (random or DFA-trained) and a linear predictor.
+
+See :mod:`localearn.algorithms.cafo` for the algorithm. A :class:`CafoBlock` is one trunk block;
+when the blocks are DFA-trained, blocks 1..K-1 carry their fixed feedback matrix ``B_k`` and
+block K carries the auxiliary head. A :class:`CafoPredictor` is ``s_k = flatten(h_k) W_k`` (no
+bias, as official) trained by one of four losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.layer import Context, LocalLayer
+
+from .sparsemax import sparsemax_loss
+
+GRADIENT_LOSSES = ("ce", "sparsemax")  # trained by the trainer's optimizer (Adam by default)
+CLOSED_LOSSES = ("mse", "ce_fullbatch")  # updated in closed form from per-epoch sums
+PREDICTOR_LOSSES = GRADIENT_LOSSES + CLOSED_LOSSES
+
+
+class CafoBlock(LocalLayer):
+    """One block ``h_k = BN(MaxPool(ReLU(Conv(h_{k-1}))))``; its DFA extras, if any.
+
+    Attributes:
+        body: the trunk block from :func:`localearn.arch.build_trunk`.
+        head: the auxiliary ``Linear(d_K, C)`` (last block, DFA only), else None.
+        feedback: buffer ``B_k`` (C × d_k), Gaussian with unit-norm rows (blocks < K, DFA only).
+    """
+
+    feedback: Tensor | None
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.head: nn.Linear | None = None
+        self.register_buffer("feedback", None)  # set to B_k for DFA blocks < K
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        """The auxiliary head's CE (block K); blocks < K have no loss, only DFA feedback."""
+        if self.head is None:
+            raise NotImplementedError(
+                f"{self.layer_name} is trained by DFA feedback (CaFo._dfa_step), not by a loss"
+            )
+        assert ctx.y is not None
+        return F.cross_entropy(self.head(h.flatten(1)), ctx.y)
+
+
+class CafoPredictor(LocalLayer):
+    """``s_k = flatten(h_k) W_k`` with W_k ∈ R^{d_k×C}, stored as a bias-free ``nn.Linear``.
+
+    ``ce`` and ``sparsemax`` train by :meth:`LocalLayer.train_step` with the layer's optimizer.
+    ``mse`` and ``ce_fullbatch`` have no optimizer: :meth:`accumulate` sums ``HᵀH, HᵀY`` (resp.
+    the full-batch CE gradient) over a training pass in float64, and :meth:`finalize` (called
+    before the next evaluation) solves ``W = (HᵀH + λI)⁻¹HᵀY`` once (resp. takes one step
+    ``W ← W − η[(1/N)Hᵀ(softmax(HW) − Y) + λW]`` from W_0 = all ones, as official).
+
+    Args:
+        in_dim: d_k.
+        num_classes: C.
+        loss: one of :data:`PREDICTOR_LOSSES`.
+        lam: λ (ridge for ``mse``, L2 for ``ce_fullbatch``).
+        fullbatch_lr: η of ``ce_fullbatch``.
+    """
+
+    solved: Tensor
+
+    def __init__(
+        self, in_dim: int, num_classes: int, loss: str, lam: float = 0.0, fullbatch_lr: float = 0.01
+    ) -> None:
+        super().__init__()
+        self.loss_name, self.lam, self.fullbatch_lr = loss, float(lam), float(fullbatch_lr)
+        self.num_classes = num_classes
+        self.linear = nn.Linear(in_dim, num_classes, bias=False)  # default U(±1/√d) for Adam
+        if loss in CLOSED_LOSSES:
+            self.linear.weight.requires_grad_(False)
+            with torch.no_grad():
+                self.linear.weight.fill_(1.0 if loss == "ce_fullbatch" else 0.0)
+        self.register_buffer("solved", torch.zeros((), dtype=torch.bool))  # mse: done for good
+        self._reset_sums()
+        self.last_loss = float("nan")
+
+    def _reset_sums(self) -> None:
+        self._n = 0
+        self._a: Tensor | None = None  # HᵀH (mse) or Hᵀ(P − Y) (ce_fullbatch), float64
+        self._b: Tensor | None = None  # HᵀY (mse)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.linear(h.flatten(1))
+
+    def local_loss(self, s: Tensor, ctx: Context) -> Tensor:
+        assert ctx.y is not None
+        if self.loss_name == "sparsemax":
+            return sparsemax_loss(s, ctx.y)
+        return F.cross_entropy(s, ctx.y)
+
+    @property
+    def pending(self) -> bool:
+        """Sums from a training pass wait to be turned into a weight update."""
+        return self._n > 0
+
+    @torch.no_grad()
+    def accumulate(self, h: Tensor, y: Tensor) -> float:
+        """Add one batch to the pass's sums; returns the batch loss at the current W."""
+        hh = h.flatten(1).double()
+        yy = F.one_hot(y, self.num_classes).double()
+        s = hh @ self.linear.weight.double().t()
+        if self.loss_name == "mse":
+            a, b = hh.t() @ hh, hh.t() @ yy
+            loss = 0.5 * ((s - yy) ** 2).sum(1).mean()
+        else:
+            a, b = hh.t() @ (torch.softmax(s, 1) - yy), None
+            loss = F.cross_entropy(s, y)
+        self._a = a if self._a is None else self._a + a
+        if b is not None:
+            self._b = b if self._b is None else self._b + b
+        self._n += int(y.shape[0])
+        self.last_loss = float(loss)
+        return self.last_loss
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """Turn the pass's sums into W (mse: once, for good; ce_fullbatch: one GD step)."""
+        if not self.pending:
+            return
+        assert self._a is not None
+        w = self.linear.weight
+        if self.loss_name == "mse":
+            assert self._b is not None
+            x = solve_ridge(self._a, self._b, self.lam, self._n)
+            w.copy_(x.t().to(w.dtype))
+            self.solved.fill_(True)
+        else:
+            grad = self._a.t() / self._n + self.lam * w.double()
+            w.copy_((w.double() - self.fullbatch_lr * grad).to(w.dtype))
+        self._reset_sums()
+
+
+def solve_ridge(hth: Tensor, hty: Tensor, lam: float, n: int) -> Tensor:
+    """``X = (HᵀH + λI)⁻¹ HᵀY``, falling back to the pseudo-inverse like the official code.
+
+    The direct solve is tried only when the system can be regular (λ > 0 or N ≥ d) and kept only
+    if it succeeded, is finite and has a small residual; otherwise ``pinv(HᵀH + λI) HᵀY``, which
+    for λ = 0 is the minimum-norm least-squares solution ``H⁺Y`` (what ``numpy.linalg.lstsq``
+    returns).
+    """
+    d = hth.shape[0]
+    a = hth + lam * torch.eye(d, dtype=hth.dtype, device=hth.device) if lam > 0 else hth
+    if lam > 0 or n >= d:
+        x, info = torch.linalg.solve_ex(a, hty)
+        if int(info) == 0 and torch.isfinite(x).all():
+            resid = torch.linalg.norm(a @ x - hty) / torch.linalg.norm(hty).clamp_min(1e-300)
+            if float(resid) < 1e-6:
+                return x
+    return torch.linalg.pinv(a, hermitian=True) @ hty

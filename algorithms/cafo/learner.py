@@ -1,0 +1,322 @@
+"""The CaFo learner: frozen (random or DFA-trained) blocks, one independent predictor per block.
+
+See the package docstring (:mod:`localearn.algorithms.cafo`) for equations, options and
+deviations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from itertools import chain
+from typing import Any, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.arch import ArchSpec, build_trunk, flat_dim
+from localearn.errors import ConfigError
+from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.measure.memory import layer_scope
+from localearn.registry import register_algorithm
+
+from .cache import FeatureCache
+from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor
+from .sparsemax import sparsemax
+
+BLOCK_MODES = ("rand", "dfa")
+AGGREGATES = ("prob", "logits")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def unit_norm_gaussian(rows: int, cols: int, seed: int | None) -> Tensor:
+    """A fixed DFA feedback matrix: N(0, 1) entries, each row scaled to unit L2 norm."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    b = torch.randn(rows, cols, generator=gen)
+    return b / b.norm(dim=1, keepdim=True)
+
+
+@register_algorithm
+class CaFo(LocalLearner):
+    """Cascaded Forward (see the package docstring for every option)."""
+
+    name = "cafo"
+    aliases = ("cascaded_forward",)
+    paper = (
+        "Zhao, Wang, Li, Jin, Lang & Ling, The Cascaded Forward Algorithm for Neural Network "
+        "Training, arXiv 2303.09728"
+    )
+    schedule = "greedy"
+    schedules = ("greedy",)
+    default_arch = "cnn:32-128-512"
+    test_arch = "cnn:4-8"
+    test_options: ClassVar[dict[str, Any]] = {"blocks": "dfa"}  # conformance runs the DFA phase
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+
+    dfa_epoch: Tensor
+
+    def __init__(
+        self,
+        arch: str | ArchSpec | None = None,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        schedule: str | None = None,
+        blocks: str = "rand",
+        predictor_loss: str = "ce",
+        aggregate: str = "prob",
+        lam: float = 0.0,
+        fullbatch_lr: float = 0.01,
+        block_lr: float = 3e-4,
+        block_weight_decay: float | None = None,
+        dfa_epochs: int | None = None,
+        feedback_seed: int | None = None,
+        cache_features: bool = True,
+        cache_max_gb: float = 4.0,
+    ) -> None:
+        super().__init__(arch, input_shape, num_classes, schedule)
+        _check(
+            blocks in BLOCK_MODES, f"blocks must be one of {', '.join(BLOCK_MODES)}; got {blocks!r}"
+        )
+        _check(
+            predictor_loss in PREDICTOR_LOSSES,
+            f"predictor_loss must be one of {', '.join(PREDICTOR_LOSSES)}; got {predictor_loss!r}",
+        )
+        _check(
+            aggregate in AGGREGATES,
+            f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}",
+        )
+        _check(math.isfinite(lam) and lam >= 0, f"lam must be a finite number >= 0; got {lam!r}")
+        _check(
+            math.isfinite(fullbatch_lr) and fullbatch_lr > 0,
+            f"fullbatch_lr must be > 0; got {fullbatch_lr!r}",
+        )
+        _check(math.isfinite(block_lr) and block_lr > 0, f"block_lr must be > 0; got {block_lr!r}")
+        _check(
+            block_weight_decay is None or block_weight_decay >= 0,
+            f"block_weight_decay must be >= 0 or None; got {block_weight_decay!r}",
+        )
+        _check(
+            dfa_epochs is None or (isinstance(dfa_epochs, int) and dfa_epochs >= 1),
+            f"dfa_epochs must be a positive integer or None; got {dfa_epochs!r}",
+        )
+        _check(
+            dfa_epochs is None or blocks == "dfa",
+            "dfa_epochs needs blocks='dfa' (random blocks are never trained)",
+        )
+        _check(cache_max_gb >= 0, f"cache_max_gb must be >= 0; got {cache_max_gb!r}")
+        _check(not self.arch.is_graph, f"cafo needs a cnn: or mlp: architecture, got {self.arch}")
+        self.block_mode, self.predictor_loss, self.aggregate = blocks, predictor_loss, aggregate
+        self.block_lr, self.block_weight_decay, self.dfa_epochs = (
+            block_lr,
+            block_weight_decay,
+            dfa_epochs,
+        )
+        self.cache_features = bool(cache_features)
+
+        bodies, shapes = build_trunk(self.arch, self.input_shape)
+        self.num_blocks = len(bodies)
+        dims = [flat_dim(s) for s in shapes]
+        for k, body in enumerate(bodies):
+            block = cast(CafoBlock, self.add_layer(CafoBlock(body)))
+            if blocks == "rand":
+                block.requires_grad_(False)  # CaFo-Rand: the random initialisation, never trained
+            elif k == self.num_blocks - 1:
+                block.head = nn.Linear(dims[k], self.num_classes)
+            else:
+                seed = None if feedback_seed is None else feedback_seed + k
+                block.feedback = unit_norm_gaussian(self.num_classes, dims[k], seed)
+        for k in range(self.num_blocks):
+            self.add_layer(
+                CafoPredictor(dims[k], self.num_classes, predictor_loss, lam, fullbatch_lr)
+            )
+        self.register_buffer("dfa_epoch", torch.zeros((), dtype=torch.long))  # survives resume
+        self.cache = FeatureCache(int(cache_max_gb * 2**30))
+        self._starting: str | None = (
+            None  # set by set_train_mode: the next train_step opens an epoch
+        )
+        self._stage_epochs: dict[str, int] = {}
+        self._train_cache_on = True
+        self._epoch_counts = [0, 0]  # training lookups and hits in the current epoch
+        self._dfa_last_loss = float("nan")
+
+    # ------------------------------------------------------------------------------ parts
+    @property
+    def blocks(self) -> list[CafoBlock]:
+        return [cast(CafoBlock, m) for m in self.layers[: self.num_blocks]]
+
+    @property
+    def predictors(self) -> list[CafoPredictor]:
+        return [cast(CafoPredictor, m) for m in self.layers[self.num_blocks :]]
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
+        """DFA blocks: the factory's kind at ``block_lr``; gradient predictors: the factory."""
+        if self.block_mode == "dfa":
+            for block in self.blocks:
+                opt = factory(block.parameters())  # block K's includes the auxiliary head
+                for group in opt.param_groups:
+                    group["lr"] = self.block_lr
+                    if self.block_weight_decay is not None:
+                        group["weight_decay"] = self.block_weight_decay
+                block.optimizer = opt
+        for pred in self.predictors:
+            if pred.loss_name in GRADIENT_LOSSES:
+                pred.optimizer = factory(pred.parameters())
+        return self.optimizers()
+
+    def stages(self) -> list[Stage]:
+        """[``dfa`` (all blocks, if DFA)] + one ``predictor<k>`` unit per block."""
+        units = [Stage("dfa", tuple(range(self.num_blocks)))] if self.block_mode == "dfa" else []
+        units += [Stage(f"predictor{k}", (self.num_blocks + k,)) for k in range(self.num_blocks)]
+        return units
+
+    # ---------------------------------------------------------------------------- features
+    def _token(self, k: int, device: torch.device) -> Hashable:
+        """What block k's features depend on: every tensor of blocks ≤ k, and its version."""
+        tensors = chain.from_iterable(
+            chain(b.parameters(), b.buffers()) for b in self.blocks[: k + 1]
+        )
+        return (k, str(device), tuple((t.data_ptr(), t._version) for t in tensors))
+
+    def _features(self, x: Tensor, k: int, training: bool) -> Tensor:
+        """h_k under no-grad, memoised by input content while the blocks are frozen."""
+        blocks = self.blocks[: k + 1]
+
+        def compute(inp: Tensor) -> Tensor:
+            with torch.no_grad():
+                for block in blocks:
+                    inp = block(inp)
+            return inp
+
+        if (
+            not self.cache_features
+            or any(b.training for b in blocks)
+            or (training and not self._train_cache_on)
+        ):
+            return compute(x)
+        before = (self.cache.lookups, self.cache.hits)
+        h = self.cache.lookup(x, self._token(k, x.device), compute)
+        if training:
+            self._epoch_counts[0] += self.cache.lookups - before[0]
+            self._epoch_counts[1] += self.cache.hits - before[1]
+        return h
+
+    # ---------------------------------------------------------------------------- training
+    def set_train_mode(self, stage: Stage) -> None:
+        super().set_train_mode(stage)
+        self._starting = stage.name  # the trainer calls this once before every epoch
+
+    def _open_epoch(self) -> None:
+        """Bookkeeping at the first step of an epoch (DFA epoch count, augmentation check)."""
+        name, self._starting = self._starting, None
+        if name is None:
+            return
+        n = self._stage_epochs[name] = self._stage_epochs.get(name, 0) + 1
+        if name == "dfa":
+            self.dfa_epoch += 1
+        lookups, hits = self._epoch_counts
+        if n == 1:
+            self._train_cache_on = True
+        elif n >= 3 and self._train_cache_on and lookups and hits < 0.5 * lookups:
+            self._train_cache_on = False  # rows never repeat: augmented data, caching is useless
+            self.cache.clear()
+        self._epoch_counts = [0, 0]
+
+    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
+        x, y = self.split_batch(batch)
+        self._open_epoch()
+        if stage.name == "dfa":
+            return self._dfa_step(x, y)
+        pred = self.layers[stage.layers[0]]
+        assert isinstance(pred, CafoPredictor)
+        if bool(pred.solved):  # closed-form MSE is solved once; later epochs have nothing to do
+            return {"loss": pred.last_loss}
+        h = self._features(x, stage.layers[0] - self.num_blocks, training=True)
+        if pred.loss_name in GRADIENT_LOSSES:
+            _, loss = pred.train_step(h, self.make_context(batch))
+            return {"loss": float(loss)}
+        return {"loss": pred.accumulate(h, y)}
+
+    def _dfa_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One DFA update of every block (Nøkland 2016; ALGORITHMS.md §3.1).
+
+        Each block runs on the detached output of the one before, so its graph holds only its own
+        parameters. Block K and the head take the true gradient of CE(head(h_K), y); block k < K
+        gets ``h_k.backward(e B_k)`` with ``e = (softmax(o) − Y) / B`` (the per-sample error of the
+        batch-mean CE), and each block steps its own optimizer before the next one backpropagates.
+        """
+        if self.dfa_epochs is not None and int(self.dfa_epoch) > self.dfa_epochs:
+            return {"loss": self._dfa_last_loss}  # past the DFA budget: an idle epoch
+        blocks = self.blocks
+        hs: list[Tensor] = []
+        h = x
+        for block in blocks:
+            with layer_scope(block.layer_name):
+                h = block(h.detach())  # BN running statistics move once per step
+            hs.append(h)
+        last = blocks[-1]
+        assert last.head is not None
+        with layer_scope(last.layer_name):
+            logits = last.head(hs[-1].flatten(1))
+            loss = F.cross_entropy(logits, y)
+        err = (
+            torch.softmax(logits.detach(), 1) - F.one_hot(y, self.num_classes).to(logits.dtype)
+        ) / y.shape[0]
+        for block, hk in zip(blocks[:-1], hs[:-1], strict=True):
+            assert block.optimizer is not None and block.feedback is not None
+            block.optimizer.zero_grad(set_to_none=True)
+            with layer_scope(block.layer_name):
+                hk.backward((err @ block.feedback).view_as(hk))
+            block.optimizer.step()
+            block.optimizer.zero_grad(set_to_none=True)
+        assert last.optimizer is not None
+        last.optimizer.zero_grad(set_to_none=True)
+        with layer_scope(last.layer_name):
+            loss.backward()
+        last.optimizer.step()
+        last.optimizer.zero_grad(set_to_none=True)
+        self._dfa_last_loss = float(loss.detach())
+        return {"loss": self._dfa_last_loss}
+
+    # --------------------------------------------------------------------------- inference
+    def _finalize(self) -> None:
+        for pred in self.predictors:
+            pred.finalize()
+
+    def _all_scores(self, x: Tensor) -> list[Tensor]:
+        self._finalize()
+        scores, h = [], x
+        for block, pred in zip(self.blocks, self.predictors, strict=True):
+            h = block(h)
+            scores.append(pred(h))
+        return scores
+
+    def predict(self, x: Tensor) -> Tensor:
+        """``log(mean_k q_k)`` (argmax of Σ_k q_k) for ``prob``; ``Σ_k s_k`` for ``logits``."""
+        scores = self._all_scores(x)
+        if self.aggregate == "logits":
+            return torch.stack(scores).sum(0)
+        norm = sparsemax if self.predictor_loss == "sparsemax" else (lambda s: torch.softmax(s, -1))
+        mean = torch.stack([norm(s) for s in scores]).mean(0)
+        return torch.log(mean.clamp_min(1e-12))  # finite, and its CE is the mixture's NLL
+
+    def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
+        """DFA phase: the auxiliary head on h_K; predictor k: s_k (validation loss = CE(s_k))."""
+        self._finalize()
+        if stage.name == "dfa":
+            h = x
+            for block in self.blocks:
+                h = block(h)
+            head = self.blocks[-1].head
+            assert head is not None
+            return head(h.flatten(1))
+        k = stage.layers[0] - self.num_blocks
+        return self.predictors[k](self._features(x, k, training=False))
+
+    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
+        """s_k under block k's name (``layer<k>``), so run.json shows each block's accuracy."""
+        return {b.layer_name: s for b, s in zip(self.blocks, self._all_scores(x), strict=True)}

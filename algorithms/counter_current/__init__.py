@@ -1,0 +1,298 @@
+"""Counter-Current Learning: a forward network and a feedback network that teach each other.
+
+Kao & Hariharan, *Counter-Current Learning: A Biologically Plausible Dual Network Approach for
+Deep Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). Equations
+and settings: ALGORITHMS.md §6.
+
+The forward network maps ``x`` to class scores ``o``; the feedback network maps the C class
+one-hots ``b_L = I_C`` (never the batch labels) down to the input width. Every map detaches its
+input. Pair ``(a_l, b_l)`` trains ``f_l`` and ``g_{l+1}``, pair ``(x, b_0)`` trains ``g_1`` and CE
+on ``o`` trains ``f_L``; each pair is one :class:`~.pairs.CounterCurrentPair` (a LocalLayer), so
+the backward of each pair runs and is freed on its own (pair-wise backward, §6.4.1).
+
+Architectures: ``mlp:784-5x256`` (default) gives bias-free Linear pairs with ELU on both sides
+plus the output map to C that this learner adds. ``cnn:C1-...-CK`` here means K CCL conv pairs
+(ALGORITHMS §6.2), *not* localearn's usual conv/ReLU/pool/BN blocks: ``conv="stride"``
+conv3×3 stride 2 (the MNIST model), ``conv="pool"`` conv3×3 stride 1 + maxpool 2 (the CIFAR
+model), ``conv="auto"`` picks stride for 1-channel and pool for 3-channel input; the feedback side
+upsamples (nearest) then convolves. Then a bias-free Linear to C.
+
+``mode="autoencoder"`` (MLP only) makes the feedback network take the target image
+(``b_L = x``) and the forward network reconstruct it; every pair loss is an MSE and the output
+loss the reconstruction MSE. It is a small MLP stand-in for the STL-10 conv AE of §6.1 (no BN,
+no orthogonal/1e-3 initialisation); it is driven by :meth:`CounterCurrent.train_step` and
+measured with :meth:`CounterCurrent.reconstruct` (the trainer's metrics are class scores).
+
+Deviations from the reference, all documented in the README section:
+
+* Gradient clipping is per pair and per side (``f``/``g`` group of each pair's own optimizer)
+  instead of one norm over the whole forward and one over the whole feedback network: a global
+  norm would need every pair's gradient to be held at once, which pair-wise backward (and the
+  no-gradient-crosses-layers rule) forbids. With ``grad_clip=0`` the updates equal the
+  reference's exactly (every pair sees pre-step weights on both sides).
+* The feedback chain runs once per batch without grad to give each pair its input ``b_{l+1}``;
+  each pair then re-applies its own ``g_{l+1}`` with grad (C extra rows per layer).
+* ``filter_target`` needs ``o`` before the pairs run, so it costs one extra no-grad forward pass.
+* No cosine lr schedule (the trainer has none); the loss warm-up (``warmup_steps``) is kept.
+* SGD momentum is the learner option ``momentum`` (reference 0), overriding the trainer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.arch import ArchSpec
+from localearn.errors import ConfigError
+from localearn.layer import Context
+from localearn.learner import LocalLearner, OptimizerFactory
+from localearn.registry import register_algorithm
+
+from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
+from .pairs import CounterCurrentPair, PairLoss, build_cnn_pairs, build_mlp_pairs
+
+MODES = ("classifier", "autoencoder")
+CONVS = ("auto", "stride", "pool")
+
+__all__ = [
+    "CounterCurrent",
+    "CounterCurrentPair",
+    "cosine_alignment_loss",
+    "dot_alignment_loss",
+    "reconstruction_pair_loss",
+]
+
+
+@register_algorithm
+class CounterCurrent(LocalLearner):
+    """Counter-Current Learning (see the module docstring).
+
+    Args:
+        arch: ``mlp:...`` (default ``mlp:784-5x256``) or ``cnn:...`` spec.
+        input_shape: one sample's shape.
+        num_classes: C.
+        schedule: only ``joint`` (the whole dual network is one training unit).
+        mode: ``classifier`` (default) or ``autoencoder`` (MLP only).
+        conv: CNN pair type, ``auto`` | ``stride`` | ``pool``.
+        s_c: alignment scale s_C (0.5; the CIFAR CNN recipes use 1).
+        s_ssl: decorrelation scale s_ssl (None: 0.5 for the CNN loss as released, 2.0 for the
+            autoencoder pair loss, a localearn choice tuned on sklearn digits).
+        grad_clip: max gradient norm per side of each pair (1.0; 0 disables).
+        momentum: SGD momentum of both networks (reference 0); None keeps the trainer's.
+        warmup_steps: scale the loss by (step + 1) / warmup_steps for the first steps (0: off).
+        grad_centralization: subtract the per-output-unit mean from weight gradients.
+        filter_target: drop samples whose true-class probability exceeds 0.9 from pair losses.
+    """
+
+    name = "counter_current"
+    aliases = ("ccl",)
+    paper = "Kao & Hariharan, Counter-Current Learning, NeurIPS 2024, arXiv 2409.19841"
+    schedules = ("joint",)
+    default_arch = "mlp:784-5x256"
+    test_arch = "mlp:2x32"
+    default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
+    steps: Tensor
+
+    def __init__(
+        self,
+        arch: str | ArchSpec | None = None,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        schedule: str | None = None,
+        mode: str = "classifier",
+        conv: str = "auto",
+        s_c: float = 0.5,
+        s_ssl: float | None = None,
+        grad_clip: float = 1.0,
+        momentum: float | None = 0.0,
+        warmup_steps: int = 0,
+        grad_centralization: bool = False,
+        filter_target: bool = False,
+    ) -> None:
+        super().__init__(arch, input_shape, num_classes, schedule)
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if conv not in CONVS:
+            raise ConfigError(f"conv must be one of {', '.join(CONVS)}, got {conv!r}")
+        if s_ssl is None:
+            s_ssl = 2.0 if mode == "autoencoder" else 0.5
+        for key, value in (
+            ("s_c", s_c),
+            ("s_ssl", s_ssl),
+            ("grad_clip", grad_clip),
+            ("warmup_steps", warmup_steps),
+            ("momentum", momentum or 0.0),
+        ):
+            if not value >= 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        if s_c <= 0:
+            raise ConfigError(f"s_c must be > 0, got {s_c}")
+        if self.arch.kind not in ("mlp", "cnn"):
+            raise ConfigError(f"counter_current takes mlp: or cnn: specs, got {self.arch}")
+        if mode == "autoencoder" and self.arch.kind != "mlp":
+            raise ConfigError(f"autoencoder mode needs an mlp: spec, got {self.arch}")
+        if mode == "autoencoder" and filter_target:
+            raise ConfigError(
+                "filter_target needs class scores; it is not valid in autoencoder mode"
+            )
+        self.mode, self.grad_clip, self.momentum = mode, float(grad_clip), momentum
+        self.warmup_steps, self.grad_centralization = int(warmup_steps), bool(grad_centralization)
+        self.filter_target = bool(filter_target)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # for the loss warm-up
+        if self.arch.kind == "mlp":
+            if self.arch.input_dim is not None and self.arch.input_dim != _prod(self.input_shape):
+                raise ConfigError(
+                    f"architecture {self.arch} declares input width {self.arch.input_dim}, but the "
+                    f"data has {_prod(self.input_shape)} features per sample"
+                )
+            ae = mode == "autoencoder"
+            pair = PairLoss("mse" if ae else "dot", s_c if not ae else 1.0, s_ssl)
+            out_dim = _prod(self.input_shape) if ae else self.num_classes
+            layers = build_mlp_pairs(
+                self.arch.widths,
+                self.input_shape,
+                out_dim,
+                pair,
+                PairLoss("mse" if ae else "ce", 1.0, 0.0),
+                norm=ae,
+            )
+            self.conv = "none"
+        else:
+            if len(self.input_shape) != 3:
+                raise ConfigError(
+                    f"{self.arch} needs image input (C, H, W), got {self.input_shape}"
+                )
+            self.conv = (
+                conv if conv != "auto" else ("stride" if self.input_shape[0] == 1 else "pool")
+            )
+            size = min(self.input_shape[1:])
+            for _ in self.arch.widths:
+                size = (size + 1) // 2 if self.conv == "stride" else size // 2
+            if size < 1:
+                raise ConfigError(
+                    f"{self.arch} with conv={self.conv!r} downsamples "
+                    f"{self.input_shape} below 1 pixel; use fewer blocks or conv='stride'"
+                )
+            layers = build_cnn_pairs(
+                self.arch.widths,
+                self.input_shape,
+                self.num_classes,
+                self.conv,
+                PairLoss("cosine", s_c, s_ssl),
+            )
+        for layer in layers:
+            self.add_layer(layer)
+
+    # ----------------------------------------------------------------------- optimisers
+    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
+        """One optimizer per pair with an ``f`` and a ``g`` group, each clipped on its own."""
+        for layer in self._pairs():
+            groups = [{"params": ps} for ps in layer.param_groups()]
+            opt = factory(cast(Any, groups))
+            if isinstance(opt, torch.optim.SGD) and self.momentum is not None:
+                for group in opt.param_groups:
+                    group["momentum"] = float(self.momentum)
+            opt.register_step_pre_hook(self._before_step)
+            layer.optimizer = opt
+        return self.optimizers()
+
+    def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Gradient centralisation, then norm clipping per group (reference order)."""
+        for group in opt.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if self.grad_centralization:
+                with torch.no_grad():
+                    for p in params:
+                        if p.dim() > 1:  # weights only, mean over everything but the output unit
+                            p.grad -= p.grad.mean(dim=tuple(range(1, p.dim())), keepdim=True)
+            if self.grad_clip > 0 and params:
+                nn.utils.clip_grad_norm_(params, self.grad_clip)
+
+    # --------------------------------------------------------------------------- training
+    def _pairs(self) -> list[CounterCurrentPair]:
+        return [cast(CounterCurrentPair, layer) for layer in self.layers]
+
+    @torch.no_grad()
+    def feedback_signals(self, target: Tensor) -> list[Tensor | None]:
+        """``[None, b_1, ..., b_L]`` from ``b_L = target`` down the feedback network."""
+        pairs = self._pairs()
+        out: list[Tensor | None] = [None] * len(pairs)
+        out[-1] = target
+        for idx in range(len(pairs) - 2, 0, -1):
+            out[idx] = pairs[idx].feedback(cast(Tensor, out[idx + 1]))
+        return out
+
+    def class_targets(self, device: torch.device) -> Tensor:
+        """``I_C``: the feedback network's input in classifier mode."""
+        return torch.eye(self.num_classes, device=device)
+
+    def make_context(self, batch: Any) -> Context:
+        x, y = self.split_batch(batch)
+        extras: dict[str, Any] = {}
+        if self.mode == "autoencoder":
+            extras["target"] = x.flatten(1)
+            extras["feedback"] = self.feedback_signals(extras["target"])
+        else:
+            extras["y_onehot"] = F.one_hot(y, self.num_classes).to(x.dtype)
+            extras["feedback"] = self.feedback_signals(self.class_targets(x.device))
+            if self.filter_target:
+                with torch.no_grad():
+                    p_true = self.predict(x).softmax(1).gather(1, y[:, None]).squeeze(1)
+                extras["mask"] = (p_true <= 0.9).to(x.dtype)  # reference: |p_y − 1| < 0.1 drops
+        if self.warmup_steps > 0 and int(self.steps) < self.warmup_steps:
+            extras["loss_scale"] = (int(self.steps) + 1) / self.warmup_steps
+        return Context(y=y, num_classes=self.num_classes, extras=extras)
+
+    def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
+        logs = super().train_step(batch, stage)
+        self.steps += 1
+        return logs
+
+    # ---------------------------------------------------------------------------- inference
+    def _forward_all(self, x: Tensor) -> list[Tensor]:
+        out, h = [], x
+        for layer in self.layers:
+            h = layer(h)
+            out.append(h)
+        return out
+
+    def predict(self, x: Tensor) -> Tensor:
+        if self.mode == "autoencoder":
+            raise ConfigError("autoencoder mode has no class scores; use reconstruct(x)")
+        return self._forward_all(x)[-1]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The forward network's reconstruction of ``x`` (autoencoder mode), shaped like ``x``."""
+        if self.mode != "autoencoder":
+            raise ConfigError("reconstruct() needs mode='autoencoder'; classifiers use predict(x)")
+        return self._forward_all(x)[-1].view_as(x)
+
+    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
+        """Per pair, each sample's alignment with the C prototypes ``a_l b_lᵀ``; top: ``o``."""
+        if self.mode == "autoencoder":
+            return {}
+        acts = self._forward_all(x)
+        fb = self.feedback_signals(self.class_targets(x.device))
+        scores: dict[str, Tensor] = {}
+        for idx, layer in enumerate(self._pairs()[1:-1], start=1):
+            a, b = acts[idx].flatten(1), cast(Tensor, fb[idx]).flatten(1)
+            if self.arch.kind == "cnn":  # the CNN aligns cosines
+                a, b = F.normalize(a, dim=1, eps=1e-8), F.normalize(b, dim=1, eps=1e-8)
+            scores[layer.layer_name] = a @ b.T
+        scores[self._pairs()[-1].layer_name] = acts[-1]
+        return scores
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        return {**super().capabilities(), "modes": list(MODES), "backward": "pair-wise"}
+
+
+def _prod(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out

@@ -1,0 +1,200 @@
+"""The CCL training units: one :class:`CounterCurrentPair` per pair of the dual network.
+
+With a forward network ``f_1..f_L`` and a feedback network ``g_1..g_L`` (ALGORITHMS.md §6.1), the
+learner holds ``L + 1`` local layers, each owning exactly the maps its loss trains:
+
+* ``layer0``, the input pair ``(x, b_0)``: owns ``g_1`` only; its forward map is the identity.
+* ``layer l`` (1 ≤ l < L), pair ``(a_l, b_l)``: owns ``f_l`` and ``g_{l+1}``.
+* ``layer L``, the output: owns ``f_L`` only; CE on ``o`` (MSE to the image in autoencoder mode).
+
+Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed
+before the next pair runs (the memory benefit of ALGORITHMS §6.4.1), and it steps its own
+optimizer with two parameter groups (``f``, ``g``), each clipped on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localearn.layer import Context, LocalLayer
+
+from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
+
+
+class InplaceELU(nn.Module):
+    """ELU applied in place to a fresh pre-activation.
+
+    Autograd then keeps only the ELU *output* (which the alignment loss saves anyway) instead of
+    input and output: the same function, fewer saved bytes. Only used on tensors that no other op
+    saved (the output of a Linear or a conv).
+    """
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.elu(z, inplace=True)
+
+
+class Upsample(nn.Module):
+    """Nearest upsampling to a fixed spatial size (the feedback inverse of a stride or a pool).
+
+    The reference upsamples ×2 on 32×32 inputs; resizing to the forward map's exact size is the
+    same on 32×32 and also inverts the odd sizes of 28×28 MNIST (7 → 4 → 7).
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, size=self.size, mode="nearest")
+
+
+@dataclass(frozen=True)
+class PairLoss:
+    """Which pair loss a layer uses and its scales (``dot`` MLP, ``cosine`` CNN, ``mse`` AE)."""
+
+    kind: str
+    s_c: float
+    s_ssl: float
+
+
+class CounterCurrentPair(LocalLayer):
+    """One CCL training unit (see the module docstring for the three roles).
+
+    Args:
+        index: ``l``; the layer reads ``b_{l+1}`` from ``ctx["feedback"][l + 1]``.
+        f: the forward map ``f_l`` (None for the input pair).
+        g: the feedback map ``g_{l+1}`` (None for the output layer).
+        loss: the pair loss; ignored by the output layer.
+        top: whether this is the output layer (CE, or reconstruction MSE).
+    """
+
+    def __init__(
+        self, index: int, f: nn.Module | None, g: nn.Module | None, loss: PairLoss, top: bool
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.f = f
+        self.g = g
+        self.loss_spec = loss
+        self.top = top
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.f is None else self.f(x)
+
+    def feedback(self, b_next: Tensor) -> Tensor:
+        """``b_l = ψ(g_{l+1}(b_{l+1}))``: this pair's feedback side."""
+        assert self.g is not None
+        return self.g(b_next)
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """The forward and feedback parameters, as separate groups (empty ones dropped)."""
+        groups = [list(m.parameters()) for m in (self.f, self.g) if m is not None]
+        return [g for g in groups if g]
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        scale = float(ctx.get("loss_scale", 1.0))  # the reference's loss warm-up
+        spec = self.loss_spec
+        if self.top:
+            if spec.kind == "mse":
+                return scale * F.mse_loss(h.flatten(1), ctx["target"])
+            assert ctx.y is not None
+            return scale * F.cross_entropy(h, ctx.y)
+        b = self.feedback(ctx["feedback"][self.index + 1])
+        mask = ctx.get("mask")
+        if spec.kind == "dot":
+            loss = dot_alignment_loss(h, b, ctx["y_onehot"], spec.s_c, mask)
+        elif spec.kind == "cosine":
+            loss = cosine_alignment_loss(h, b, ctx["y_onehot"], spec.s_c, spec.s_ssl, mask)
+        else:
+            loss = reconstruction_pair_loss(h, b, spec.s_c, spec.s_ssl)
+        return scale * loss
+
+
+def _act(last: bool, width: int = 0, norm: bool = False) -> list[nn.Module]:
+    if last:
+        return []
+    # autoencoder mode: BN (no affine) before the ELU keeps both sides from collapsing onto the
+    # trivial a_l = b_l = const minimum of the MSE pair loss (the reference AE uses BN too)
+    return [nn.BatchNorm1d(width, affine=False), InplaceELU()] if norm else [InplaceELU()]
+
+
+def build_mlp_pairs(
+    widths: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    out_dim: int,
+    loss: PairLoss,
+    top_kind: PairLoss,
+    norm: bool = False,
+) -> list[CounterCurrentPair]:
+    """Bias-free Linear pairs ``in → widths... → out_dim`` (ELU on both sides, none at the ends).
+
+    ``norm`` puts a BatchNorm (no affine) before every hidden ELU, on both sides (AE mode only:
+    in classifier mode the feedback batch is the C one-hots, where BN must stay off, §6.4.3).
+    """
+    dims = [math.prod(input_shape), *widths, out_dim]
+    n = len(dims) - 1  # L
+    layers: list[CounterCurrentPair] = []
+    for idx in range(n + 1):
+        f: nn.Module | None = None
+        g: nn.Module | None = None
+        if idx >= 1:  # f_idx: dims[idx-1] -> dims[idx]; no activation on the output map
+            mods: list[nn.Module] = [nn.Flatten()] if idx == 1 else []
+            mods += [nn.Linear(dims[idx - 1], dims[idx], bias=False)]
+            f = nn.Sequential(*mods, *_act(idx == n, dims[idx], norm))
+        if idx < n:  # g_{idx+1}: dims[idx+1] -> dims[idx]; no activation at the bottom (b_0)
+            lin = nn.Linear(dims[idx + 1], dims[idx], bias=False)
+            g = nn.Sequential(lin, *_act(idx == 0, dims[idx], norm))
+        layers.append(CounterCurrentPair(idx, f, g, top_kind if idx == n else loss, idx == n))
+    return layers
+
+
+def build_cnn_pairs(
+    channels: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    conv: str,
+    loss: PairLoss,
+) -> list[CounterCurrentPair]:
+    """Conv pairs (ALGORITHMS §6.2), then a bias-free Linear output pair.
+
+    ``conv="stride"``: f = conv3×3 stride 2 (bias) → ELU; g = upsample → conv3×3 (bias) → ELU.
+    ``conv="pool"``: f = conv3×3 stride 1 (no bias) → ELU → maxpool 2; g = upsample → conv → ELU.
+    """
+    c, h, w = input_shape
+    shapes = [(c, h, w)]
+    for ch in channels:
+        h, w = ((h + 1) // 2, (w + 1) // 2) if conv == "stride" else (h // 2, w // 2)
+        shapes.append((ch, h, w))
+    n = len(channels) + 1
+    layers: list[CounterCurrentPair] = []
+    top = PairLoss("ce", loss.s_c, loss.s_ssl)
+    for idx in range(n + 1):
+        f: nn.Module | None = None
+        g: nn.Module | None = None
+        bias = conv == "stride"
+        if 1 <= idx < n:
+            (cin, _, _), (cout, _, _) = shapes[idx - 1], shapes[idx]
+            stride = 2 if conv == "stride" else 1
+            mods: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), InplaceELU()]
+            f = nn.Sequential(*mods, *([nn.MaxPool2d(2)] if conv == "pool" else []))
+        elif idx == n:
+            f = nn.Sequential(
+                nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes, bias=False)
+            )
+        if idx == n - 1:  # g_L: the class one-hots to the top feature map
+            g = nn.Sequential(
+                nn.Linear(num_classes, math.prod(shapes[-1]), bias=False),
+                InplaceELU(),
+                nn.Unflatten(1, shapes[-1]),
+            )
+        elif idx < n - 1:
+            (cin, hh, ww), (cout, _, _) = shapes[idx], shapes[idx + 1]
+            g = nn.Sequential(
+                Upsample((hh, ww)), nn.Conv2d(cout, cin, 3, 1, 1, bias=bias), *_act(idx == 0)
+            )
+        layers.append(CounterCurrentPair(idx, f, g, top if idx == n else loss, idx == n))
+    return layers

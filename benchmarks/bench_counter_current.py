@@ -1,0 +1,261 @@
+"""Counter-Current Learning vs backprop: MNIST MLP, CIFAR-10-subset CNN, MNIST autoencoder.
+
+Kao & Hariharan, *Counter-Current Learning*, NeurIPS 2024, arXiv 2409.19841 (ALGORITHMS.md §6).
+
+Parts (``--parts mlp,cnn,ae``):
+
+* ``mlp``: ``localearn.fit("ccl", "mnist", arch="mlp:784-5x256")`` next to
+  ``localearn.fit("backprop", ...)`` on the same spec (ReLU + bias Kaiming trunk), same batch and
+  epochs; prints accuracy, train seconds and ``peak_saved_activation_bytes`` with their ratio.
+  It also measures one training step of BP on CCL's *own* forward network (ELU, no bias), with
+  CCL's in-place ELU and with stock ``nn.ELU``, so the memory ratio can be read on equal trunks.
+* ``cnn``: CCL's pool CNN (``cnn:128-128-256-256-512``, the CIFAR recipe of §6.2) and backprop on
+  the same ``cnn:`` spec (localearn's conv/ReLU/pool/BN blocks) on ``cifar10_subset``.
+* ``ae``: CCL in autoencoder mode and its BP twin (a deep copy of CCL's forward network at the
+  same initialisation, trained end-to-end on the reconstruction MSE), same batches, optimizer and
+  epochs; prints test reconstruction MSE of both and their ratio. This loop is written here
+  because the trainer's metrics are class scores.
+
+Example: ``OMP_NUM_THREADS=2 python benchmarks/bench_counter_current.py --parts mlp --threads 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from localearn.algorithms.backprop import Backprop
+from localearn.algorithms.counter_current import CounterCurrent
+from localearn.algorithms.counter_current.pairs import InplaceELU
+from torch import nn
+
+import localearn
+from localearn.data import load_dataset
+from localearn.data.base import ImageData
+from localearn.learner import LocalLearner
+from localearn.measure.memory import SavedTensorMeter
+from localearn.trainer import make_optimizer_factory
+from localearn.utils import seed_everything
+
+MLP_ARCH = "mlp:784-5x256"
+CNN_ARCH = "cnn:128-128-256-256-512"
+AE_ARCH = "mlp:784-256-64-256"
+AE_CLIP = 0.2
+# CIFAR-10 CCL recipe (ALGORITHMS §6.2), minus the cosine schedule the trainer does not have
+CNN_CCL_OPTIONS = {
+    "conv": "pool",
+    "s_c": 1.0,
+    "momentum": 0.8,
+    "grad_clip": 0.3,
+    "warmup_steps": 100,
+    "grad_centralization": True,
+    "filter_target": True,
+}
+
+
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    m = run["metrics"]
+    return {
+        "test_accuracy": m["test_accuracy"],
+        "train_seconds": round(m["train_seconds"], 1),
+        "epochs": m["epochs"],
+        "peak_saved_activation_bytes": m["peak_saved_activation_bytes"],
+    }
+
+
+def forward_network(learner: CounterCurrent, stock_elu: bool) -> nn.Sequential:
+    """A deep copy of CCL's forward maps as one network (the same-trunk BP twin)."""
+    maps = [copy.deepcopy(layer.f) for layer in learner.layers[1:]]
+    net = nn.Sequential(*[m for m in maps if m is not None])
+    if stock_elu:  # the same trunk with torch's stock (out-of-place) ELU
+        for seq in net:
+            assert isinstance(seq, nn.Sequential)
+            for i, m in enumerate(list(seq)):
+                if isinstance(m, InplaceELU):
+                    seq[i] = nn.ELU()
+    return net
+
+
+def bp_step_saved_bytes(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Peak bytes saved for backward by one end-to-end CE step of ``net`` (parameters excluded)."""
+    meter = SavedTensorMeter(list(net.parameters()))
+    with meter:
+        F.cross_entropy(net(x), y).backward()
+    net.zero_grad(set_to_none=True)
+    return meter.peak_bytes
+
+
+def learner_step_saved_bytes(learner: LocalLearner, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Peak bytes saved for backward by one ``learner.train_step`` (what the trainer meters)."""
+    learner.configure_optimizers(make_optimizer_factory("sgd", 1e-3, 0.0, 0.0))
+    meter = SavedTensorMeter(list(learner.parameters()))
+    with meter:
+        learner.train_step((x, y), learner.stages()[0])
+    return meter.peak_bytes
+
+
+def one_step_memory(data: ImageData, batch: int, seed: int) -> dict[str, Any]:
+    """Saved bytes of one step at ``batch``: CCL, backprop, BP on CCL's own ELU trunk."""
+    x, y = next(iter(data.train_batches(batch, torch.Generator().manual_seed(0))))
+    seed_everything(seed)
+    ccl = CounterCurrent(MLP_ARCH, data.input_shape, 10)
+    bp = Backprop(MLP_ARCH, data.input_shape, 10)
+    out: dict[str, float] = {
+        "ccl": learner_step_saved_bytes(ccl, x, y),
+        "backprop_relu_bias": learner_step_saved_bytes(bp, x, y),
+        "bp_same_trunk_inplace_elu": bp_step_saved_bytes(forward_network(ccl, False), x, y),
+        "bp_same_trunk_stock_elu": bp_step_saved_bytes(forward_network(ccl, True), x, y),
+    }
+    for key in ("backprop_relu_bias", "bp_same_trunk_inplace_elu", "bp_same_trunk_stock_elu"):
+        out[f"ratio_ccl_vs_{key}"] = out["ccl"] / out[key]
+    return out
+
+
+def run_mlp(args: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "data_dir": args.data_dir,
+        "epochs": args.epochs_mlp,
+        "batch_size": args.batch_mlp,
+        "seed": args.seed,
+        "progress": False,
+    }
+    ccl = localearn.fit("ccl", "mnist", arch=MLP_ARCH, **common)
+    bp = localearn.fit("backprop", "mnist", arch=MLP_ARCH, **common)
+    data = load_dataset("mnist", args.data_dir)
+    assert isinstance(data, ImageData)
+    out: dict[str, Any] = {"ccl": _summary(ccl), "backprop_relu_bias": _summary(bp)}
+    # one-step meters at the trained batch and at the reference batch 256
+    out["one_step_saved_bytes"] = {str(b): one_step_memory(data, b, args.seed) for b in sorted({args.batch_mlp, 256})}
+    peak = out["ccl"]["peak_saved_activation_bytes"]
+    out["ratios"] = {
+        "saved_bytes_vs_backprop": peak / out["backprop_relu_bias"]["peak_saved_activation_bytes"],
+        "accuracy_ccl_minus_bp": out["ccl"]["test_accuracy"] - out["backprop_relu_bias"]["test_accuracy"],
+    }
+    return out
+
+
+def run_cnn(args: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "data_dir": args.data_dir,
+        "epochs": args.epochs_cnn,
+        "seed": args.seed,
+        "progress": False,
+    }
+    ccl = localearn.fit(
+        "ccl",
+        "cifar10_subset",
+        arch=CNN_ARCH,
+        batch_size=128,
+        learner_options=CNN_CCL_OPTIONS,
+        **common,
+    )
+    bp = localearn.fit("backprop", "cifar10_subset", arch=CNN_ARCH, batch_size=128, **common)
+    out: dict[str, Any] = {"ccl": _summary(ccl), "backprop": _summary(bp)}
+    out["ratios"] = {
+        "saved_bytes_vs_backprop": out["ccl"]["peak_saved_activation_bytes"]
+        / out["backprop"]["peak_saved_activation_bytes"],
+        "accuracy_ccl_minus_bp": out["ccl"]["test_accuracy"] - out["backprop"]["test_accuracy"],
+    }
+    return out
+
+
+def _test_mse(fn: Any, x_all: torch.Tensor) -> float:
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(x_all), 1000):
+            xb = x_all[s : s + 1000]
+            total += F.mse_loss(fn(xb).view_as(xb), xb, reduction="sum").item()
+    return total / x_all.numel()
+
+
+def run_ae(args: argparse.Namespace) -> dict[str, Any]:
+    data = load_dataset("mnist", args.data_dir)
+    assert isinstance(data, ImageData)
+    seed_everything(args.seed)
+    # the reference AE optimizer (SGD lr 0.01, momentum 0.9, clip 0.2) for both arms
+    ccl = CounterCurrent(
+        AE_ARCH, data.input_shape, 10, mode="autoencoder", momentum=0.9, grad_clip=AE_CLIP, s_ssl=args.s_ssl_ae
+    )
+    twin = forward_network(ccl, stock_elu=False)  # same maps, same initialisation
+    factory = make_optimizer_factory("sgd", args.lr_ae, 0.0, momentum=0.9)
+    ccl.configure_optimizers(factory)
+    twin_opt = factory(twin.parameters())
+    stage = ccl.stages()[0]
+    history = []
+    seconds = {"ccl": 0.0, "bp": 0.0}
+    for epoch in range(args.epochs_ae):
+        ccl.train()
+        twin.train()
+        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        for xb, yb in data.train_batches(args.batch_ae, gen):
+            t0 = time.perf_counter()
+            ccl.train_step((xb, yb), stage)
+            t1 = time.perf_counter()
+            twin_opt.zero_grad(set_to_none=True)
+            F.mse_loss(twin(xb), xb.flatten(1)).backward()
+            nn.utils.clip_grad_norm_(twin.parameters(), AE_CLIP)
+            twin_opt.step()
+            seconds["ccl"] += t1 - t0
+            seconds["bp"] += time.perf_counter() - t1
+        ccl.eval()
+        twin.eval()
+        x_test, _ = data.split("test")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "ccl_test_mse": _test_mse(ccl.reconstruct, x_test),
+                "bp_test_mse": _test_mse(twin, x_test),
+            }
+        )
+        print(json.dumps(history[-1]), flush=True)
+    x_train, _ = data.split("train")
+    mean_mse = F.mse_loss(x_train.mean(0, keepdim=True).expand_as(x_test), x_test).item()
+    last = history[-1]
+    return {
+        "arch": AE_ARCH,
+        "history": history,
+        "train_seconds": seconds,
+        "mean_image_test_mse": mean_mse,
+        "ratios": {"test_mse_ccl_over_bp": last["ccl_test_mse"] / last["bp_test_mse"]},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", default="mlp,cnn,ae")
+    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs-mlp", type=int, default=10)
+    p.add_argument("--batch-mlp", type=int, default=64)
+    p.add_argument("--epochs-cnn", type=int, default=5)
+    p.add_argument("--epochs-ae", type=int, default=5)
+    p.add_argument("--batch-ae", type=int, default=64)
+    p.add_argument("--lr-ae", type=float, default=0.01)
+    p.add_argument("--s-ssl-ae", type=float, default=None, help="None: the learner default")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    runners = {"mlp": run_mlp, "cnn": run_cnn, "ae": run_ae}
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    for part in args.parts.split(","):
+        if part not in runners:
+            raise SystemExit(f"unknown part {part!r}; valid: {', '.join(runners)}")
+        t0 = time.perf_counter()
+        results[part] = runners[part](args)
+        results[part]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        print(part, json.dumps(results[part].get("ratios", {})), flush=True)
+    print(json.dumps(results, indent=1))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Counter-Current Learning: pair losses, pairing, feedback input, memory, AE mode, accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from localearn.algorithms.counter_current import (
+    CounterCurrent,
+    cosine_alignment_loss,
+    dot_alignment_loss,
+    reconstruction_pair_loss,
+)
+
+import localearn
+from localearn.errors import ConfigError
+from localearn.learner import Stage
+from localearn.measure.memory import SavedTensorMeter
+from localearn.testing.conformance import _digits_batch
+from localearn.trainer import make_optimizer_factory
+from localearn.utils import seed_everything
+
+
+def _sgd(learner: CounterCurrent, lr: float = 1.0) -> None:
+    learner.configure_optimizers(make_optimizer_factory("sgd", lr, 0.0))
+
+
+def _linear(seq: torch.nn.Module) -> torch.Tensor:
+    return next(m for m in seq.modules() if isinstance(m, torch.nn.Linear)).weight
+
+
+def _stage(learner: CounterCurrent) -> Stage:
+    return learner.stages()[0]
+
+
+# ------------------------------------------------------------------------------ pair losses
+def test_dot_alignment_loss_matches_hand_computation() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.5, 2.0], [0.0, -1.0]])  # N=3, d=2
+    b = torch.tensor([[1.0, 1.0], [0.0, 2.0]])  # C=2
+    y = F.one_hot(torch.tensor([0, 1, 1]), 2).float()
+    # A Bᵀ = [[1, 0], [2.5, 4], [-1, -2]]; minus Y = [[0, 0], [2.5, 3], [-1, -3]]
+    mse = (0 + 0 + 2.5**2 + 3**2 + 1 + 9) / 6
+    expected = 256 * 0.5 / 2 * mse
+    assert dot_alignment_loss(a, b, y, s_c=0.5).item() == pytest.approx(expected, rel=1e-6)
+    # filter_target zeroes a sample's row: row 1 then contributes Y only
+    mask = torch.tensor([1.0, 0.0, 1.0])
+    masked = (0 + 0 + 0 + 1 + 1 + 9) / 6 * 64
+    assert dot_alignment_loss(a, b, y, 0.5, mask).item() == pytest.approx(masked, rel=1e-6)
+
+
+def test_cosine_alignment_loss_matches_hand_computation() -> None:
+    a = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # rows normalise to (0.6, 0.8), (0, 1)
+    b = torch.tensor([[1.0, 0.0], [0.0, 5.0]])  # rows normalise to (1, 0), (0, 1)
+    y = F.one_hot(torch.tensor([1, 1]), 2).float()
+    align = ((0.6 - 0) ** 2 + (0.8 - 1) ** 2 + 0**2 + (1 - 1) ** 2) / 4
+    decor_a = (0 + 0.8**2 + 0.8**2 + 0) / 4  # ÂÂᵀ = [[1, .8], [.8, 1]]
+    decor_b = 0.0  # B̂B̂ᵀ = I
+    expected = 0.5 * align + 0.5 * decor_a + 0.5 * decor_b
+    got = cosine_alignment_loss(a.view(2, 2, 1, 1), b.view(2, 2, 1, 1), y, 0.5, 0.5)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_reconstruction_pair_loss_matches_hand_computation() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # rows orthogonal: decorrelation term 0
+    b = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # rows identical: B̂B̂ᵀ = all ones
+    mse = (0 + 1 + 1 + 1) / 4
+    decor_b = (0 + 1 + 1 + 0) / 4
+    assert reconstruction_pair_loss(a, b, 1.0, 0.0).item() == pytest.approx(mse, rel=1e-6)
+    got = reconstruction_pair_loss(a, b, 1.0, 2.0).item()
+    assert got == pytest.approx(mse + 2.0 * decor_b, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------- the pairing
+def test_feedback_network_is_fed_the_class_one_hots_not_the_labels() -> None:
+    seed_everything(0)
+    learner = CounterCurrent("mlp:2x16", input_shape=(1, 8, 8), num_classes=10)
+    _sgd(learner)
+    seen: list[torch.Tensor] = []
+    top_g = learner.layers[-2].g  # g_L, the first feedback map
+    top_g.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x, _ = _digits_batch(8)
+    y = torch.zeros(8, dtype=torch.long)  # one class only: I_C must still be the input
+    learner.train_step((x, y), _stage(learner))
+    assert seen and all(torch.equal(s, torch.eye(10)) for s in seen)
+
+
+def test_each_pair_gradient_reaches_only_its_forward_and_feedback_maps() -> None:
+    seed_everything(0)
+    learner = CounterCurrent("mlp:3x16", input_shape=(1, 8, 8), num_classes=10)
+    x, y = _digits_batch(32)
+    ctx = learner.make_context((x, y))
+    n = len(learner.layers)  # L + 1 = 5
+    h = x
+    for idx, layer in enumerate(learner.layers):
+        learner.zero_grad(set_to_none=True)
+        out, loss = layer.forward_loss(h.detach(), ctx)
+        loss.backward()
+        got = {name for name, p in learner.named_parameters() if p.grad is not None}
+        want = set()
+        if idx >= 1:
+            want.add(f"layers.{idx}.f.{1 if idx == 1 else 0}.weight")  # f_idx
+        if idx < n - 1:
+            want.add(f"layers.{idx}.g.0.weight")  # g_{idx+1}
+        assert got == want, f"pair {idx}: gradients reached {sorted(got)}"
+        grads = [p.grad for p in learner.parameters() if p.grad is not None]
+        assert all(float(g.abs().sum()) > 0 for g in grads)
+        h = out.detach()
+
+
+def test_pairwise_updates_equal_one_backward_over_the_summed_reference_loss() -> None:
+    seed_everything(0)
+    learner = CounterCurrent("mlp:3x16", input_shape=(1, 8, 8), num_classes=10, grad_clip=0.0)
+    _sgd(learner, lr=1.0)  # SGD lr 1, no momentum, no clip: the update is minus the gradient
+    x, y = _digits_batch(32)
+    wf = [_linear(layer.f) for layer in learner.layers[1:]]  # wf[l - 1] is f_l
+    wg = [_linear(layer.g) for layer in learner.layers[:-1]]  # wg[l - 1] is g_l
+    ref_f = [w.detach().clone().requires_grad_() for w in wf]
+    ref_g = [w.detach().clone().requires_grad_() for w in wg]
+    depth = len(ref_f)  # L
+    acts = [x.flatten(1)]
+    for f in ref_f[:-1]:
+        acts.append(F.elu(acts[-1].detach() @ f.T))
+    o = acts[-1].detach() @ ref_f[-1].T
+    sigs: list[torch.Tensor] = [torch.eye(10)]
+    for level in range(depth, 0, -1):  # b_{l-1} = ψ(g_l(b_l)), no ψ at the bottom
+        z = sigs[0].detach() @ ref_g[level - 1].T
+        sigs.insert(0, z if level == 1 else F.elu(z))
+    yo = F.one_hot(y, 10).float()
+    total = F.cross_entropy(o, y)
+    for a, b in zip(acts, sigs[:-1], strict=True):
+        total = total + 256 * 0.5 / a.shape[1] * ((a @ b.T - yo) ** 2).mean()
+    total.backward()
+    before = [w.detach().clone() for w in wf + wg]
+    learner.train_step((x, y), _stage(learner))
+    for w, w0, ref in zip(wf + wg, before, ref_f + ref_g, strict=True):
+        assert ref.grad is not None
+        torch.testing.assert_close(w.detach() - w0, -ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_pairwise_backward_frees_each_graph_before_the_next_pair() -> None:
+    seed_everything(0)
+    learner = CounterCurrent("mlp:64-4x128", input_shape=(1, 8, 8), num_classes=10)
+    _sgd(learner)
+    x, y = _digits_batch(64)
+    meter = SavedTensorMeter(list(learner.parameters()))
+    with meter:
+        learner.train_step((x, y), _stage(learner))
+    # the peak is one pair's graph, not the sum of all pairs (one summed backward would keep all)
+    assert meter.peak_bytes == max(meter.per_layer.values())
+    assert meter.peak_bytes < 0.5 * sum(meter.per_layer.values())
+
+
+def test_warmup_scales_the_loss_and_filter_target_masks_confident_samples() -> None:
+    x, y = _digits_batch(16)
+    losses = []
+    for warmup in (0, 10):
+        seed_everything(0)
+        learner = CounterCurrent("mlp:2x16", (1, 8, 8), 10, warmup_steps=warmup)
+        _sgd(learner)
+        losses.append(learner.train_step((x, y), _stage(learner))["loss"])
+    assert losses[1] == pytest.approx(losses[0] / 10, rel=1e-5)  # step 0: (0 + 1) / 10
+    seed_everything(0)
+    learner = CounterCurrent("mlp:2x16", (1, 8, 8), 10, filter_target=True)
+    with torch.no_grad():
+        _linear(learner.layers[-1].f).zero_()  # uniform scores: p_y = 0.1, nothing filtered
+    assert torch.equal(learner.make_context((x, y))["mask"], torch.ones(16))
+    confident = torch.full((16, 10), -20.0)
+    confident[torch.arange(16), y] = 20.0  # p_y ≈ 1 > 0.9: every sample is filtered
+    learner.predict = lambda _x: confident
+    assert torch.equal(learner.make_context((x, y))["mask"], torch.zeros(16))
+
+
+# -------------------------------------------------------------------------------- options
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "decoder"}, "mode must be one of classifier, autoencoder"),
+        ({"conv": "dilated"}, "conv must be one of auto, stride, pool"),
+        ({"s_c": 0.0}, "s_c must be > 0"),
+        ({"grad_clip": -1.0}, "grad_clip must be >= 0"),
+        ({"arch": "gcn:16x2"}, "takes mlp: or cnn: specs"),
+        ({"arch": "cnn:8-8", "mode": "autoencoder"}, "autoencoder mode needs an mlp: spec"),
+        ({"arch": "cnn:8-8-8-8", "conv": "pool"}, "below 1 pixel"),
+        ({"arch": "mlp:100-32"}, "declares input width 100"),
+        ({"mode": "autoencoder", "filter_target": True}, "filter_target needs class scores"),
+        ({"schedule": "greedy"}, "does not support schedule 'greedy'"),
+    ],
+)
+def test_bad_options_raise_config_error(options: dict, message: str) -> None:
+    kwargs = {"arch": "mlp:2x16", **options}
+    with pytest.raises(ConfigError, match=message):
+        CounterCurrent(input_shape=(1, 8, 8), num_classes=10, **kwargs)
+
+
+def test_predict_and_reconstruct_reject_the_wrong_mode() -> None:
+    x, _ = _digits_batch(4)
+    with pytest.raises(ConfigError, match="use reconstruct"):
+        CounterCurrent("mlp:2x16", (1, 8, 8), 10, mode="autoencoder").predict(x)
+    with pytest.raises(ConfigError, match="needs mode='autoencoder'"):
+        CounterCurrent("mlp:2x16", (1, 8, 8), 10).reconstruct(x)
+
+
+# --------------------------------------------------------------------------- real-data runs
+def test_mlp_learns_digits() -> None:
+    result = localearn.fit(
+        "ccl", "digits", arch="mlp:64-3x256", epochs=15, batch_size=64, seed=0, progress=False
+    )
+    assert result["metrics"]["test_accuracy"] >= 0.92  # measured 0.950 (seed 0)
+
+
+def test_cnn_learns_digits() -> None:
+    result = localearn.fit(
+        "ccl",
+        "digits",
+        arch="cnn:32-64",
+        epochs=10,
+        batch_size=64,
+        seed=0,
+        progress=False,
+        learner_options={"conv": "stride"},
+    )
+    assert result["metrics"]["test_accuracy"] >= 0.88  # measured 0.936 (seed 0)
+
+
+def test_autoencoder_reconstructs_digits_better_than_the_mean_image() -> None:
+    from sklearn.datasets import load_digits
+
+    data = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (data - data.mean()) / data.std()
+    train, test = x[:1400], x[1400:]
+    seed_everything(0)
+    learner = CounterCurrent("mlp:64-128-32-128", (1, 8, 8), 10, mode="autoencoder")
+    learner.configure_optimizers(make_optimizer_factory("adam", 1e-3, 0.0))
+    g = torch.Generator().manual_seed(0)
+    labels = torch.zeros(64, dtype=torch.long)  # unused in autoencoder mode
+    for _ in range(15):
+        perm = torch.randperm(len(train), generator=g)
+        for s in range(0, len(train) - 63, 64):
+            learner.train_step((train[perm[s : s + 64]], labels), _stage(learner))
+    with torch.no_grad():
+        mse = F.mse_loss(learner.eval().reconstruct(test), test).item()
+    mean_mse = F.mse_loss(train.mean(0, keepdim=True).expand_as(test), test).item()
+    assert math.isfinite(mse) and mse < 0.6 * mean_mse, (mse, mean_mse)
