@@ -31,10 +31,13 @@ class Stage:
     Attributes:
         name: shown in reports (``network``, ``layer0``, ``predictor2``, ...).
         layers: indices into ``learner.layers`` that this unit trains.
+        max_epochs: the unit's own epoch budget, below the trainer's cap (e.g. a closed-form
+            predictor that is solved in one pass); None: the trainer's cap.
     """
 
     name: str
     layers: tuple[int, ...]
+    max_epochs: int | None = None
 
 
 class LocalLearner(nn.Module):

@@ -264,9 +264,10 @@ class Trainer:
         if self.device.type == "cuda" and st.steps >= cfg.warmup_steps:
             torch.cuda.reset_peak_memory_stats(self.device)
         stopped_early = False
-        while st.epoch_in_stage < cfg.epochs:
+        cap = cfg.epochs if stage.max_epochs is None else min(cfg.epochs, stage.max_epochs)
+        while st.epoch_in_stage < cap:
             self.learner.set_train_mode(stage)
-            desc = f"{stage.name} {st.epoch_in_stage + 1}/{cfg.epochs}"
+            desc = f"{stage.name} {st.epoch_in_stage + 1}/{cap}"
             with tqdm(total=self.data.num_batches(cfg.batch_size), desc=desc, leave=False,
                       disable=not cfg.progress or None, unit="batch") as bar:
                 train_loss = self._train_epoch(stage, bar)

@@ -24,9 +24,8 @@ Blocks (``blocks=``):
   block (unlike Beyond-BP, which ran a full ``loss.backward()`` and overwrote the gradients), and
   one forward per step, so BN running statistics move once per step. Each block has its own
   optimizer (the trainer's kind, at ``block_lr``, weight decay ``block_weight_decay`` or the
-  trainer's). The unit's validation loss is the CE of the auxiliary head. ``dfa_epochs`` caps the
-  unit: later epochs of it are idle (no update), so the trainer's stopping rule ends it after
-  ``patience`` unchanged validations; the trainer still counts those idle epochs as passes.
+  trainer's). The unit's validation loss is the CE of the auxiliary head. ``dfa_epochs`` is the
+  unit's own epoch budget (``Stage.max_epochs``), so the trainer ends it there.
 
 Predictors (``predictor_loss=``), one training unit ``predictor<k>`` each, validated on
 ``CE(s_k)`` with best-epoch restore by the trainer:
@@ -39,8 +38,7 @@ Predictors (``predictor_loss=``), one training unit ``predictor<k>`` each, valid
 * ``mse``: closed form ``W = (HᵀH + λI)⁻¹HᵀY`` (λ = ``lam``, 0 as official, pseudo-inverse
   fallback). How it fits the epoch loop: the first epoch of the unit accumulates HᵀH and HᵀY
   (float64) over the training batches, the solve happens once before that epoch's validation,
-  and later epochs of the unit do nothing, so the stopping rule ends it after ``patience``
-  idle epochs (pass ``patience=1`` to end at once). ``drop_last`` leaves at most B − 1 training
+  and the unit's budget is that one epoch (``Stage.max_epochs = 1``). ``drop_last`` leaves at most B − 1 training
   rows out of the solve.
 * ``sparsemax``: the sparsemax loss (gradient ``sparsemax(s) − onehot(y)``) with the trainer's
   optimizer; the official code trains SL by full-batch GD, localearn by mini-batch Adam.

@@ -170,8 +170,9 @@ class CaFo(LocalLearner):
 
     def stages(self) -> list[Stage]:
         """[``dfa`` (all blocks, if DFA)] + one ``predictor<k>`` unit per block."""
-        units = [Stage("dfa", tuple(range(self.num_blocks)))] if self.block_mode == "dfa" else []
-        units += [Stage(f"predictor{k}", (self.num_blocks + k,)) for k in range(self.num_blocks)]
+        units = [Stage("dfa", tuple(range(self.num_blocks)), self.dfa_epochs)] if self.block_mode == "dfa" else []
+        one_pass = 1 if self.predictor_loss == "mse" else None  # solved in closed form in one pass
+        units += [Stage(f"predictor{k}", (self.num_blocks + k,), one_pass) for k in range(self.num_blocks)]
         return units
 
     # ---------------------------------------------------------------------------- features
