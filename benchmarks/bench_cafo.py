@@ -114,7 +114,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=[*ARMS, "all"], default="all")
     p.add_argument("--arms", nargs="*", help="only these arm names (e.g. rand-ce dfa-ce)")
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--epochs", type=int, default=10, help="cap per training unit")
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--dfa-epochs", type=int, default=None, help="cap of the DFA block unit")

@@ -229,7 +229,7 @@ def run_ae(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="mlp,cnn,ae")
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs-mlp", type=int, default=10)

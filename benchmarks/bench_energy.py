@@ -7,7 +7,7 @@ with a cooldown, GPU temperature recorded at the start).
 
 Usage::
 
-    python benchmarks/bench_energy.py --repeats 3 --epochs 10 --data-dir /work/shared/data
+    python benchmarks/bench_energy.py --repeats 3 --epochs 10 --data-dir ../shared/data
 
 Writes ``benchmarks/results/energy_<device>_<date>.json``. Without a GPU counter (or RAPL) the
 file says energy was not measured and why, and no spread is computed.
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="epoch cap per unit (protocol: 100)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--arch", default="mlp:2x1000")
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--device", default="auto")
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--cooldown", type=float, default=30.0, help="seconds between measured runs")

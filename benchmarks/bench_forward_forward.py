@@ -8,7 +8,7 @@ and stops on validation accuracy; only ``collab`` differs.
 Example (the issue's acceptance setting)::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_forward_forward.py --dataset mnist \\
-        --data-dir /work/shared/data --arch mlp:3x1000 --epochs 20 --seeds 0 --threads 2
+        --data-dir ../shared/data --arch mlp:3x1000 --epochs 20 --seeds 0 --threads 2
 """
 
 from __future__ import annotations

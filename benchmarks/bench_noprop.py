@@ -4,7 +4,7 @@ Li, Teh & Pascanu, *NoProp*, arXiv 2503.24322 (ALGORITHMS.md §4). The paper's M
 T = 10, cnn:32-64-128, width 256/128, AdamW lr 1e-3 wd 1e-3, batch 128, 100 epochs; on a shared
 CPU use the flags to shrink it, and report exactly what was run::
 
-    python benchmarks/bench_noprop.py --data-dir /work/shared/data --epochs 2 \\
+    python benchmarks/bench_noprop.py --data-dir ../shared/data --epochs 2 \\
         --arch cnn:16-32-64 --width 128 --hidden 64 --blocks-per-step all --threads 2
 
 Prints one line per ``--log-every`` batches (elapsed seconds) and per epoch, then writes
