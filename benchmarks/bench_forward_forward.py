@@ -17,12 +17,10 @@ import argparse
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from localearn.algorithms.forward_forward import LinearCooldown
 
 import localearn
 
@@ -30,15 +28,13 @@ import localearn
 def run_arm(collab: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One training run; returns the numbers the table prints."""
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        r = localearn.fit(
-            "forward_forward", args.dataset, arch=args.arch, data_dir=args.data_dir,
-            learner_options={"collab": collab, **json.loads(args.options)},
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-            device=args.device, progress=args.progress, callbacks=[LinearCooldown()],
-            out=Path(args.out) / f"{collab}-seed{seed}" if args.out else None,
-        )
+    r = localearn.fit(
+        "forward_forward", args.dataset, arch=args.arch, data_dir=args.data_dir,
+        learner_options={"collab": collab, **json.loads(args.options)},
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+        device=args.device, progress=args.progress,
+        out=Path(args.out) / f"{collab}-seed{seed}" if args.out else None,
+    )
     m = r["metrics"]
     return {
         "collab": collab, "seed": seed, "test_accuracy": m["test_accuracy"],

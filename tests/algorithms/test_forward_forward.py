@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:forward_forward cooldown")
 
 def _fit(**kw: Any) -> dict[str, Any]:
     opts = kw.pop("learner_options", {})
-    learner_cls = ForwardForward(**{"arch": "mlp:2x16", "input_shape": (1, 8, 8), **opts})
-    kw.setdefault("callbacks", learner_cls.callbacks())
     kw.setdefault("lr", 3e-3)  # digits' narrow layers take a larger lr than the 3×1000 default
     return localearn.fit("ff", "digits", learner_options=opts, progress=False, **kw)
 
@@ -252,10 +251,11 @@ def test_greedy_schedule_with_classifier_stage() -> None:
 
 
 @pytest.mark.slow
-def test_ff_mnist_acceptance() -> None:
-    """Issue acceptance: MNIST, mlp:3x1000, CPU, ≥ 0.97 test accuracy within 20 epochs."""
-    ff = ForwardForward("mlp:3x1000")
-    r = localearn.fit("ff", "mnist", arch="mlp:3x1000", data_dir="/work/shared/data", epochs=20,
-                      batch_size=100, seed=0, device="cpu", progress=False,
-                      callbacks=ff.callbacks())
+def test_ff_mnist_acceptance(shared_data: Path) -> None:
+    """Issue acceptance: MNIST, mlp:3x1000, CPU, ≥ 0.97 test accuracy within 20 epochs.
+
+    The trainer attaches the learner's own LinearCooldown (``learner.callbacks()``).
+    """
+    r = localearn.fit("ff", "mnist", arch="mlp:3x1000", data_dir=shared_data, epochs=20,
+                      batch_size=100, seed=0, device="cpu", progress=False)
     assert r["metrics"]["test_accuracy"] >= 0.97, r["metrics"]["test_accuracy"]
