@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a learner and write run.json")
     t.add_argument("--algo", default=None,
                    help="learner name or alias (default mono_forward; see `localearn algos`)")
-    t.add_argument("--dataset", default=None, help="dataset name (default: digits, bundled)")
+    t.add_argument("--dataset", default=None,
+                   help="dataset name (default: digits, or karate for graph learners; both bundled)")
     t.add_argument("--arch", default=None, help="architecture spec, e.g. mlp:2x1000, cnn:32-128-512")
     t.add_argument("--epochs", type=int, default=20, help="epoch cap per training unit (default 20)")
     t.add_argument("--batch-size", type=int, default=128)
@@ -119,9 +120,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from localearn.run import fit
 
     if not args.resume:
-        args.algo, args.dataset = args.algo or "mono_forward", args.dataset or "digits"
+        args.algo = args.algo or "mono_forward"  # the dataset default (digits or karate) is fit's
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("runs") / f"{args.algo}-{args.dataset}-{stamp}"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.algo}-{args.dataset or 'default'}-{stamp}"
     if args.resume and not args.out:
         raise LocalearnError("--resume needs --out DIR naming the run to continue")
     if not args.resume and (out / "checkpoint.pt").exists():

@@ -13,7 +13,7 @@ from typing import Any
 
 from localearn.arch import parse_arch
 from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from localearn.data import DataBundle, canonical_dataset, load_dataset
+from localearn.data import DataBundle, canonical_dataset, dataset_kind, load_dataset
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
@@ -107,7 +107,8 @@ def fit(
     config = TrainConfig(**train_kwargs)
     config.validate()
     name = canonical_name(algo or "mono_forward")
-    dataset = canonical_dataset(dataset or "digits")
+    graph = get_algorithm(name).supports_graphs
+    dataset = canonical_dataset(dataset or ("karate" if graph else "digits"))  # both bundled
     opts = dict(learner_options or {})
     if not resume:
         if arch is not None:
@@ -115,6 +116,9 @@ def fit(
         if schedule is not None:
             opts["schedule"] = schedule
     check_options(name, opts)
+    if graph != (dataset_kind(dataset) == "graph"):
+        kind = "graph" if graph else "image"
+        raise ConfigError(f"{name} takes {kind} data, but dataset {dataset!r} is not {kind} data")
     data = load_dataset(dataset, data_dir, download=download, split_seed=split_seed, **(dataset_options or {}))
     seed_everything(config.seed)  # the same seed gives the same initialisation
     learner = build_learner(name, data, opts)

@@ -32,6 +32,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--arch", "mlp:100-10"], "declares input width 100"),
         (["eval", "/nonexistent/checkpoint.pt"], "no checkpoint at /nonexistent/checkpoint.pt"),
+        (["train", "--algo", "fgnn", "--dataset", "digits"], "forward_gnn takes graph data, but dataset 'digits'"),
+        (["train", "--algo", "mf", "--dataset", "karate"], "mono_forward takes image data, but dataset 'karate'"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:

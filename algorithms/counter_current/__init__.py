@@ -92,7 +92,7 @@ class CounterCurrent(LocalLearner):
     aliases = ("ccl",)
     paper = "Kao & Hariharan, Counter-Current Learning, NeurIPS 2024, arXiv 2409.19841"
     schedules = ("joint",)
-    default_arch = "mlp:784-5x256"
+    default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
     steps: Tensor

@@ -19,22 +19,32 @@ from localearn.errors import ConfigError
 Loader = Callable[..., DataBundle]
 _DATASETS: dict[str, Loader] = {}
 _ALIASES: dict[str, str] = {}
+_KINDS: dict[str, str] = {}
 DEFAULT_DATASET = "digits"
 
 
-def register_dataset(name: str, *aliases: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``fn(data_dir, *, download, seed, **options) -> DataBundle``."""
+def register_dataset(name: str, *aliases: str, kind: str = "image") -> Callable[[Loader], Loader]:
+    """Register a loader ``fn(data_dir, *, download, split_seed, **options) -> DataBundle``.
+
+    ``kind`` (``image`` or ``graph``) lets a wrong learner/dataset pairing fail before loading.
+    """
 
     def deco(fn: Loader) -> Loader:
         for key in (name, *aliases):
             if key in _DATASETS or key in _ALIASES:
                 raise ValueError(f"dataset {key!r} is already registered")
         _DATASETS[name] = fn
+        _KINDS[name] = kind
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
 
     return deco
+
+
+def dataset_kind(name: str) -> str:
+    """``image`` or ``graph``."""
+    return _KINDS[canonical_dataset(name)]
 
 
 def default_data_dir() -> Path:
@@ -88,6 +98,7 @@ __all__ = [
     "DataBundle",
     "ImageData",
     "canonical_dataset",
+    "dataset_kind",
     "default_data_dir",
     "list_datasets",
     "load_dataset",

@@ -219,7 +219,7 @@ def _no_options(name: str, options: dict[str, Any], valid: str = "none") -> None
         raise ConfigError(f"dataset {name} has no option {', '.join(map(repr, sorted(options)))}; valid: {valid}")
 
 
-@register_dataset("karate", "karate_club")
+@register_dataset("karate", "karate_club", kind="graph")
 def load_karate(data_dir: Path, *, download: bool = False, split_seed: int = 0, **options: Any) -> GraphData:
     """KarateClub, bundled with torch_geometric; ``split_seed`` seeds the per-class split."""
     _no_options("karate", options)
@@ -276,15 +276,17 @@ def _register_all() -> None:
     from torch_geometric.datasets import Amazon, CitationFull, GitHub
 
     for name, pyg_name in (("cora", "Cora"), ("citeseer", "CiteSeer"), ("pubmed", "PubMed")):
-        register_dataset(name)(_planetoid(name, pyg_name))
+        register_dataset(name, kind="graph")(_planetoid(name, pyg_name))
     for name, cf in (("cora_ml", "cora_ml"), ("citeseer_full", "citeseer"), ("pubmed_full", "pubmed"),
                      ("cora_full", "cora")):
-        register_dataset(name)(_kfold(name, "citationfull", cf, [f"{cf}.npz"], _builder(CitationFull, cf)))
+        loader = _kfold(name, "citationfull", cf, [f"{cf}.npz"], _builder(CitationFull, cf))
+        register_dataset(name, kind="graph")(loader)
     for name, alias, am in (("amazon_photo", "photo", "Photo"), ("amazon_computers", "computers", "Computers")):
-        register_dataset(name, alias)(_kfold(name, "amazon", am, [f"amazon_electronics_{am.lower()}.npz"],
-                                             _builder(Amazon, am)))
-    register_dataset("github")(_kfold("github", "github", "GitHub", ["github.npz"],
-                                      lambda root: GitHub(str(root / "GitHub"))))
+        loader = _kfold(name, "amazon", am, [f"amazon_electronics_{am.lower()}.npz"], _builder(Amazon, am))
+        register_dataset(name, alias, kind="graph")(loader)
+    register_dataset("github", kind="graph")(
+        _kfold("github", "github", "GitHub", ["github.npz"], lambda root: GitHub(str(root / "GitHub")))
+    )
 
 
 _register_all()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from localearn.data import list_datasets, load_dataset
+import localearn
+from localearn.data import dataset_kind, list_datasets, load_dataset
 from localearn.errors import ConfigError, DataNotFoundError
 
 
@@ -17,6 +18,11 @@ def test_digits_is_offline_and_split_is_seeded() -> None:
     assert torch.equal(a.y_test, b.y_test)  # the test split never moves with the seed
     assert not torch.equal(a.y_val, b.y_val)
     assert abs(float(a.x_train.mean())) < 1e-4  # standardised on the training split
+
+
+def test_graph_learners_default_to_the_bundled_graph() -> None:
+    r = localearn.fit("fgnn", None, arch="gcn:8x1", epochs=2, progress=False)
+    assert r["dataset"] == "karate" and dataset_kind("karate") == "graph" and dataset_kind("mnist") == "image"
 
 
 def test_unknown_dataset_lists_valid_names() -> None:
