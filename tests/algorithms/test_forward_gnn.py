@@ -134,6 +134,8 @@ def test_bad_options_raise_config_errors() -> None:
     with pytest.raises(ConfigError, match="not divisible by its 4 heads"):
         create_learner("bp_gnn", arch="gat:30x2", input_shape=(34,), num_classes=4)
     with pytest.raises(ConfigError, match=r"forward_gnn takes node features \(F,\)"):
+        create_learner("fgnn", input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(ConfigError, match="forward_gnn takes graph data, but dataset 'digits'"):
         localearn.fit("forward_gnn", "digits", epochs=1, progress=False)
 
 
