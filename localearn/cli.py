@@ -120,9 +120,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from localearn.run import fit
 
     if not args.resume:
-        args.algo = args.algo or "mono_forward"  # the dataset default (digits or karate) is fit's
+        from localearn.registry import get_algorithm
+
+        args.algo = args.algo or "mono_forward"
+        if args.dataset is None:  # the bundled default of the learner's kind
+            args.dataset = "karate" if get_algorithm(args.algo).supports_graphs else "digits"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("runs") / f"{args.algo}-{args.dataset or 'default'}-{stamp}"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.algo}-{args.dataset}-{stamp}"
     if args.resume and not args.out:
         raise LocalearnError("--resume needs --out DIR naming the run to continue")
     if not args.resume and (out / "checkpoint.pt").exists():
