@@ -19,27 +19,21 @@ from localearn.learner import LocalLearner
 from localearn.measure import Probe
 from localearn.registry import canonical_name, get_algorithm
 from localearn.trainer import Callback, TrainConfig, Trainer
-from localearn.utils import seed_everything
+from localearn.utils import check_kwargs, keyword_defaults, seed_everything
+
+_LEARNER_SKIP = ("input_shape", "num_classes")
 
 
 def check_options(algo: str, options: dict[str, Any]) -> None:
-    """Reject learner options the learner does not take, listing the ones it does."""
+    """Reject learner options the learner does not take (listing the ones it does) or mistyped."""
     cls = get_algorithm(algo)
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [n for n in params if n not in ("self", "input_shape", "num_classes")]
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise ConfigError(f"{cls.name} has no option {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    check_kwargs(cls.__init__, options, cls.name, skip=_LEARNER_SKIP)
 
 
 def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
     """The learner's constructor defaults overlaid with ``options``: what the run really used."""
-    params = inspect.signature(get_algorithm(algo).__init__).parameters
-    out = {n: p.default for n, p in params.items()
-           if n not in ("self", "input_shape", "num_classes") and p.default is not inspect.Parameter.empty
-           and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    defaults = keyword_defaults(get_algorithm(algo).__init__, skip=_LEARNER_SKIP) or {}
+    out = {n: d for n, d in defaults.items() if d is not inspect.Parameter.empty}
     out.update(options)
     return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list, dict)) else v)
             for k, v in out.items()}

@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from localearn.errors import ConfigError
+
+
+def keyword_defaults(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """``fn``'s keyword parameters and their defaults (``inspect.Parameter.empty`` when required);
+    None when ``fn`` takes ``**kwargs`` and so accepts anything."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n: p.default for n, p in params.items()
+            if n not in ("self", *skip) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type its default implies (None always passes to the callee)."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def check_kwargs(fn: Callable[..., Any], options: dict[str, Any], owner: str, skip: tuple[str, ...] = ()) -> None:
+    """Reject options ``fn`` does not take, or whose type contradicts the default's, naming both.
+
+    ``--opt input_head=notabool`` would otherwise become a truthy string.
+    """
+    defaults = keyword_defaults(fn, skip)
+    if defaults is None:
+        return
+    bad = sorted(set(options) - set(defaults))
+    if bad:
+        valid = f"valid: {', '.join(defaults)}" if defaults else "it takes no options"
+        raise ConfigError(f"{owner} has no option {', '.join(map(repr, bad))}; {valid}")
+    for name, value in options.items():
+        if not _fits(value, defaults[name]):
+            kind = type(defaults[name]).__name__
+            raise ConfigError(f"{owner} option {name}={value!r} must be a {kind} (default {defaults[name]!r})")
 
 
 def seed_everything(seed: int) -> None:

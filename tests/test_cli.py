@@ -29,6 +29,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         (["train", "--epochs", "0"], "epochs must be a positive integer"),
         (["train", "--opt", "foo=1"], "mono_forward has no option 'foo'"),
         (["train", "--opt", "prediction"], "--opt expects KEY=VALUE"),
+        (["train", "--opt", "input_head=notabool"], "mono_forward option input_head='notabool' must be a bool"),
+        (["train", "--data-opt", "foo=1"], "dataset digits has no option 'foo'; it takes no options"),
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--arch", "mlp:100-10"], "declares input width 100"),
         (["eval", "/nonexistent/checkpoint.pt"], "no checkpoint at /nonexistent/checkpoint.pt"),

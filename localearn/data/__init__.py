@@ -15,6 +15,7 @@ from typing import Any
 
 from localearn.data.base import DataBundle, ImageData
 from localearn.errors import ConfigError
+from localearn.utils import check_kwargs
 
 Loader = Callable[..., DataBundle]
 _DATASETS: dict[str, Loader] = {}
@@ -84,6 +85,7 @@ def load_dataset(
         options: dataset-specific options (e.g. ``augment`` for CIFAR).
     """
     key = canonical_dataset(name)
+    check_kwargs(_DATASETS[key], options, f"dataset {key}", skip=("data_dir", "download", "split_seed"))
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     return _DATASETS[key](root, download=download, split_seed=split_seed, **options)
 

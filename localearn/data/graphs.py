@@ -214,15 +214,9 @@ def _finish(name: str, data: Any, masks: tuple[Tensor, Tensor, Tensor], info: di
     )
 
 
-def _no_options(name: str, options: dict[str, Any], valid: str = "none") -> None:
-    if options:
-        raise ConfigError(f"dataset {name} has no option {', '.join(map(repr, sorted(options)))}; valid: {valid}")
-
-
 @register_dataset("karate", "karate_club", kind="graph")
-def load_karate(data_dir: Path, *, download: bool = False, split_seed: int = 0, **options: Any) -> GraphData:
+def load_karate(data_dir: Path, *, download: bool = False, split_seed: int = 0) -> GraphData:
     """KarateClub, bundled with torch_geometric; ``split_seed`` seeds the per-class split."""
-    _no_options("karate", options)
     data = karate_club_data(split_seed)
     masks = (data.train_mask, data.val_mask, data.test_mask)
     return _finish("karate", data, masks, {"source": "torch_geometric.datasets.KarateClub",
@@ -230,10 +224,9 @@ def load_karate(data_dir: Path, *, download: bool = False, split_seed: int = 0, 
 
 
 def _planetoid(name: str, pyg_name: str) -> Callable[..., GraphData]:
-    def load(data_dir: Path, *, download: bool = False, split_seed: int = 0, **options: Any) -> GraphData:
+    def load(data_dir: Path, *, download: bool = False, split_seed: int = 0) -> GraphData:
         from torch_geometric.datasets import Planetoid
 
-        _no_options(name, options)
         files = [f"ind.{pyg_name.lower()}.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")]
         data = _load_pyg(Path(data_dir), download, "planetoid", pyg_name, files,
                          lambda root: Planetoid(str(root), pyg_name, split="public"))
@@ -247,9 +240,7 @@ def _planetoid(name: str, pyg_name: str) -> Callable[..., GraphData]:
 def _kfold(
     name: str, group: str, folder: str, files: list[str], build: Callable[[Path], Any]
 ) -> Callable[..., GraphData]:
-    def load(data_dir: Path, *, download: bool = False, split_seed: int = 0, split: int = 0,
-             **options: Any) -> GraphData:
-        _no_options(name, options, "split (0..4)")
+    def load(data_dir: Path, *, download: bool = False, split_seed: int = 0, split: int = 0) -> GraphData:
         if split not in range(5):
             raise ConfigError(f"split must be one of 0, 1, 2, 3, 4 (five folds), got {split!r}")
         data = _load_pyg(Path(data_dir), download, group, folder, files, build)

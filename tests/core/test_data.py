@@ -25,6 +25,14 @@ def test_graph_learners_default_to_the_bundled_graph() -> None:
     assert r["dataset"] == "karate" and dataset_kind("karate") == "graph" and dataset_kind("mnist") == "image"
 
 
+def test_dataset_options_are_checked_by_name_and_type(shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match="dataset mnist has no option 'augment'; it takes no options"):
+        load_dataset("mnist", shared_data, augment=True)
+    with pytest.raises(ConfigError, match=r"option augment='maybe' must be a bool \(default True\)"):
+        load_dataset("cifar10_subset", shared_data, augment="maybe")
+    assert load_dataset("cifar10_subset", shared_data, augment=False).augment is None
+
+
 def test_unknown_dataset_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; valid names: .*mnist"):
         load_dataset("imagenet")

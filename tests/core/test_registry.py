@@ -34,6 +34,9 @@ def test_duplicate_registration_raises() -> None:
 def test_unknown_option_is_named() -> None:
     with pytest.raises(ConfigError, match=r"mono_forward has no option 'foo'"):
         check_options("mf", {"foo": 1})
+    with pytest.raises(ConfigError, match=r"option prediction=1 must be a str"):
+        check_options("mf", {"prediction": 1})
+    check_options("mf", {"prediction": "sum", "input_head": True})
 
 
 def test_bad_learner_options() -> None:
