@@ -155,21 +155,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from localearn.run import load_run
-    from localearn.utils import resolve_device, to_device
+    from localearn.trainer import evaluate
+    from localearn.utils import resolve_device
 
     device = resolve_device(args.device)
     learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device))
-    correct = total = 0
-    with torch.no_grad():
-        for batch in data.eval_batches(args.split, 256):
-            scores, y = learner.evaluate_batch(to_device(batch, device))
-            correct += int((scores.argmax(1) == y).sum())
-            total += len(y)
+    scores = evaluate(learner, data, args.split, 256, device)
+    total = int(scores["samples"])
     res = {"algorithm": ckpt["run"]["algorithm"], "dataset": data.name, "split": args.split,
-           "accuracy": correct / max(total, 1), "samples": total, "complete": ckpt.get("complete")}
+           "accuracy": scores["accuracy"], "loss": scores["loss"], "samples": total,
+           "complete": ckpt.get("complete")}
     if args.json:
         print(json.dumps(res, indent=2))
     else:

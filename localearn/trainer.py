@@ -99,6 +99,22 @@ def make_optimizer_factory(name: str, lr: float, weight_decay: float, momentum: 
     return factory
 
 
+@torch.no_grad()
+def evaluate(
+    learner: LocalLearner, data: DataBundle, split: str, batch_size: int, device: torch.device,
+    stage: Stage | None = None,
+) -> dict[str, float]:
+    """Loss, accuracy and sample count on ``split`` (shared by the trainer and ``localearn eval``)."""
+    learner.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    for batch in data.eval_batches(split, batch_size):
+        scores, y = learner.evaluate_batch(to_device(batch, device), stage)
+        loss_sum += float(learner.scores_to_loss(scores, y)) * len(y)
+        correct += int((scores.argmax(1) == y).sum())
+        total += len(y)
+    return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1), "samples": total}
+
+
 class Callback:
     """Hooks into the loop; override what you need."""
 
@@ -184,17 +200,9 @@ class Trainer:
         self._cuda_peaks: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------ metrics
-    @torch.no_grad()
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:
         """Loss and accuracy on ``split`` of the whole model (``stage=None``) or of a unit."""
-        self.learner.eval()
-        total, correct, loss_sum = 0, 0, 0.0
-        for batch in self.data.eval_batches(split, 2 * self.config.batch_size):
-            scores, y = self.learner.evaluate_batch(to_device(batch, self.device), stage)
-            loss_sum += float(self.learner.scores_to_loss(scores, y)) * len(y)
-            correct += int((scores.argmax(1) == y).sum())
-            total += len(y)
-        return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)}
+        return evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
 
     @torch.no_grad()
     def evaluate_layers(self, split: str) -> dict[str, float]:
