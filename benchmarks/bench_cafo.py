@@ -29,6 +29,8 @@ from typing import Any
 import torch
 
 import localearn
+from localearn.measure import write_result
+from localearn.utils import resolve_device
 
 ARMS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "mnist": [
@@ -134,8 +136,8 @@ def main() -> None:
             row = run_arm(name, dataset, options, args, out / f"cafo_{suite}")
             print(json.dumps(row), flush=True)
             rows.append(row)
-        summary = {"suite": suite, "args": vars(args), "torch": torch.__version__, "rows": rows}
-        (out / f"cafo_{suite}.json").write_text(json.dumps(summary, indent=2))
+        write_result(out / f"cafo_{suite}.json", "bench_cafo", resolve_device("auto"),
+                     suite=suite, args=vars(args), rows=rows)
         (out / f"cafo_{suite}.md").write_text(table(rows) + "\n")
         print(table(rows))
 

@@ -39,9 +39,10 @@ import localearn
 from localearn.data import load_dataset
 from localearn.data.base import ImageData
 from localearn.learner import LocalLearner
+from localearn.measure import write_result
 from localearn.measure.memory import SavedTensorMeter
 from localearn.trainer import make_optimizer_factory
-from localearn.utils import seed_everything
+from localearn.utils import resolve_device, seed_everything
 
 MLP_ARCH = "mlp:784-5x256"
 CNN_ARCH = "cnn:128-128-256-256-512"
@@ -253,8 +254,7 @@ def main() -> None:
         print(part, json.dumps(results[part].get("ratios", {})), flush=True)
     print(json.dumps(results, indent=1))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
+        write_result(args.out, "bench_counter_current", resolve_device("auto"), threads=args.threads, **results)
 
 
 if __name__ == "__main__":

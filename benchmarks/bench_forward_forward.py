@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import localearn
+from localearn.measure import write_result
 
 
 def run_arm(collab: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def main() -> None:
               f"{statistics.mean(r['s_per_epoch'] for r in sel):>9.1f} "
               f"{statistics.mean(r['train_seconds'] for r in sel):>9.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_result(args.json, "bench_forward_forward", args.device, args=vars(args), rows=rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from localearn.kernels.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 
-from localearn.measure import device_info, versions
+from localearn.measure import write_result
 
 
 def _time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, int]:
@@ -64,14 +63,10 @@ def main() -> None:
         r["ratio_to_eager"] = r["ms"] / rows["eager"]["ms"]
         mib = r["peak_bytes"] / 2**20
         print(f"{name:>8}: {r['ms']:.3f} ms  ({r['ratio_to_eager']:.2f}x eager)  peak {mib:.1f} MiB")
-    info = device_info(torch.device("cuda"))
-    record = {"benchmark": "bench_linear_cross_entropy", "args": vars(args), "date": dt.date.today().isoformat(),
-              "device": info, "versions": versions(), "paths": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"linear_cross_entropy_{str(info['name']).replace(' ', '_')}_{record['date']}.json"
-    (out / name).write_text(json.dumps(record, indent=2))
-    print(f"wrote {out / name}")
+    gpu = torch.cuda.get_device_name().replace(" ", "_")
+    name = f"linear_cross_entropy_{gpu}_{dt.date.today().isoformat()}.json"
+    path = write_result(Path(args.out) / name, "bench_linear_cross_entropy", "cuda", args=vars(args), paths=rows)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

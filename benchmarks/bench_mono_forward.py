@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 
 import localearn
-from localearn.measure import device_info, versions
+from localearn.measure import write_result
 from localearn.utils import resolve_device
 
 
@@ -53,13 +52,9 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k:>30}: {v:.3f}")
     device = resolve_device(args.device)
-    record = {"benchmark": "bench_mono_forward", "args": vars(args), "date": dt.date.today().isoformat(),
-              "device": device_info(device), "versions": versions(), "arms": rows, "ratios": ratios}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"mono_forward_{args.arch.replace(':', '-')}_{device.type}_{record['date']}.json"
-    (out / name).write_text(json.dumps(record, indent=2))
-    print(f"wrote {out / name}")
+    name = f"mono_forward_{args.arch.replace(':', '-')}_{device.type}_{dt.date.today().isoformat()}.json"
+    path = write_result(Path(args.out) / name, "bench_mono_forward", device, args=vars(args), arms=rows, ratios=ratios)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 
 import localearn
 from localearn.learner import Stage
-from localearn.measure import device_info, versions
+from localearn.measure import write_result
 from localearn.trainer import Callback, Trainer
 from localearn.utils import resolve_device
 
@@ -93,15 +92,12 @@ def main() -> None:
     print(f"{args.algo}: test acc {m['test_accuracy']:.4f}  epochs {m['epochs']}  train {m['train_seconds']:.1f} s  "
           f"wall {wall:.1f} s  threads {torch.get_num_threads()}")
     device = resolve_device(args.device)
-    record = {"benchmark": "bench_noprop", "args": vars(args), "learner_options": options,
-              "date": dt.date.today().isoformat(), "wall_seconds": wall, "threads": torch.get_num_threads(),
-              "device": device_info(device), "versions": versions(), "metrics": row, "units": r["units"],
-              "history": r["history"]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.algo}_{args.arch.replace(':', '-')}_{device.type}_{record['date']}.json"
-    (out / name).write_text(json.dumps(record, indent=2))
-    print(f"wrote {out / name}")
+    date = dt.date.today().isoformat()
+    name = f"{args.algo}_{args.arch.replace(':', '-')}_{args.inference}_{device.type}_{date}.json"
+    path = write_result(Path(args.out) / name, "bench_noprop", device, args=vars(args), learner_options=options,
+                        wall_seconds=wall, threads=torch.get_num_threads(), metrics=row, units=r["units"],
+                        history=r["history"])
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Every number carries the method that produced it (DESIGN.md, Measurement).
 
 from localearn.measure.memory import SavedTensorMeter, active_meter, layer_scope, peak_rss_bytes
 from localearn.measure.phases import PhaseMeter, Probe, synchronize
-from localearn.measure.provenance import device_info, versions
+from localearn.measure.provenance import device_info, versions, write_result
 
 __all__ = [
     "PhaseMeter",
@@ -17,4 +17,5 @@ __all__ = [
     "peak_rss_bytes",
     "synchronize",
     "versions",
+    "write_result",
 ]

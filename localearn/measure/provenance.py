@@ -42,6 +42,20 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+def write_result(path: str | Path, benchmark: str, device: torch.device | str, **payload: Any) -> Path:
+    """Write a benchmark's JSON stamped with what produced it: name, date, device and versions
+    (the rule for ``benchmarks/results/*.json``)."""
+    import datetime as dt
+    import json
+
+    record = {"benchmark": benchmark, "date": dt.date.today().isoformat(),
+              "device": device_info(torch.device(device)), "versions": versions(), **payload}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
     """The device a run used, plus the host's CPU and OS."""
     info: dict[str, Any] = {
