@@ -11,10 +11,10 @@ Parts (``--parts mlp,cnn,ae``):
   CCL's in-place ELU and with stock ``nn.ELU``, so the memory ratio can be read on equal trunks.
 * ``cnn``: CCL's pool CNN (``cnn:128-128-256-256-512``, the CIFAR recipe of §6.2) and backprop on
   the same ``cnn:`` spec (localearn's conv/ReLU/pool/BN blocks) on ``cifar10_subset``.
-* ``ae``: CCL in autoencoder mode and its BP twin (a deep copy of CCL's forward network at the
-  same initialisation, trained end-to-end on the reconstruction MSE), same batches, optimizer and
-  epochs; prints test reconstruction MSE of both and their ratio. This loop is written here
-  because the trainer's metrics are class scores.
+* ``ae``: CCL in autoencoder mode and its BP twin (a deep copy of CCL's forward network, trained
+  end-to-end on the reconstruction MSE), same batches and epochs, each arm the best of an equal
+  8-run grid picked on validation MSE (see :func:`run_ae`); prints the test reconstruction MSE of
+  both and their ratio. This loop is written here because the trainer's metrics are class scores.
 
 Example: ``OMP_NUM_THREADS=2 python benchmarks/bench_counter_current.py --parts mlp --threads 2``.
 """
@@ -46,8 +46,12 @@ from localearn.utils import resolve_device, seed_everything
 
 MLP_ARCH = "mlp:784-5x256"
 CNN_ARCH = "cnn:128-128-256-256-512"
-AE_ARCH = "mlp:784-256-64-256"
+AE_ARCHS = ("cnn:32-64", "mlp:784-256-64-256")  # the reference conv AE scaled to MNIST; an MLP one
 AE_CLIP = 0.2
+AE_WEIGHT_DECAY = 1e-4
+AE_LRS = (0.01, 0.03)
+AE_CCL_S_SSL = {"mlp": (2.0, 4.0), "cnn": (1.0, 2.0)}  # decorrelation (MLP) / centred-map (CNN) weight
+AE_BP_INITS = ("reference", "torch")
 # CIFAR-10 CCL recipe (ALGORITHMS §6.2), minus the cosine schedule the trainer does not have
 CNN_CCL_OPTIONS = {
     "conv": "pool",
@@ -166,7 +170,7 @@ def run_cnn(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _test_mse(fn: Any, x_all: torch.Tensor) -> float:
+def _mse(fn: Any, x_all: torch.Tensor) -> float:
     total = 0.0
     with torch.no_grad():
         for s in range(0, len(x_all), 1000):
@@ -175,55 +179,109 @@ def _test_mse(fn: Any, x_all: torch.Tensor) -> float:
     return total / x_all.numel()
 
 
-def run_ae(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_dataset("mnist", args.data_dir)
-    assert isinstance(data, ImageData)
+def _ae_run(
+    data: ImageData, arm: str, variant: Any, lr: float, cosine: bool, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Train one AE arm for ``--epochs-ae`` epochs; validation and test MSE after every epoch.
+
+    ``arm="ccl"``: the learner in autoencoder mode, ``variant`` its ``s_ssl``, reference init.
+    ``arm="bp"``: the same forward network trained end to end on the reconstruction MSE,
+    ``variant`` its init (``reference`` as CCL, or ``torch``'s Linear default).
+    """
     seed_everything(args.seed)
-    # the reference AE optimizer (SGD lr 0.01, momentum 0.9, clip 0.2) for both arms
+    init = "reference" if arm == "ccl" else variant
     ccl = CounterCurrent(
-        AE_ARCH, data.input_shape, 10, mode="autoencoder", momentum=0.9, grad_clip=AE_CLIP, s_ssl=args.s_ssl_ae
+        args.ae_arch,
+        data.input_shape,
+        10,
+        mode="autoencoder",
+        momentum=0.9,
+        grad_clip=AE_CLIP,
+        s_ssl=variant if arm == "ccl" else None,
+        init=init,
     )
-    twin = forward_network(ccl, stock_elu=False)  # same maps, same initialisation
-    factory = make_optimizer_factory("sgd", args.lr_ae, 0.0, momentum=0.9)
-    ccl.configure_optimizers(factory)
-    twin_opt = factory(twin.parameters())
-    stage = ccl.stages()[0]
-    history = []
-    seconds = {"ccl": 0.0, "bp": 0.0}
+    factory = make_optimizer_factory("sgd", lr, AE_WEIGHT_DECAY, momentum=0.9)
+    net = forward_network(ccl, stock_elu=False)  # BP's twin: the same maps at the same init
+    if arm == "ccl":
+        opts = ccl.configure_optimizers(factory)
+        recon: Any = ccl.reconstruct
+        stage = ccl.stages()[0]
+    else:
+        opts = [factory(net.parameters())]
+        recon = net
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=args.epochs_ae) for o in opts] if cosine else []
+    x_val, _ = data.split("val")
+    x_test, _ = data.split("test")
+    history, seconds = [], 0.0
     for epoch in range(args.epochs_ae):
         ccl.train()
-        twin.train()
-        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        net.train()
+        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)  # same batches for every run
+        t0 = time.perf_counter()
         for xb, yb in data.train_batches(args.batch_ae, gen):
-            t0 = time.perf_counter()
-            ccl.train_step((xb, yb), stage)
-            t1 = time.perf_counter()
-            twin_opt.zero_grad(set_to_none=True)
-            F.mse_loss(twin(xb), xb.flatten(1)).backward()
-            nn.utils.clip_grad_norm_(twin.parameters(), AE_CLIP)
-            twin_opt.step()
-            seconds["ccl"] += t1 - t0
-            seconds["bp"] += time.perf_counter() - t1
+            if arm == "ccl":
+                ccl.train_step((xb, yb), stage)
+            else:
+                opts[0].zero_grad(set_to_none=True)
+                F.mse_loss(net(xb), xb.flatten(1)).backward()
+                nn.utils.clip_grad_norm_(net.parameters(), AE_CLIP)
+                opts[0].step()
+        for sched in scheds:
+            sched.step()
+        seconds += time.perf_counter() - t0
         ccl.eval()
-        twin.eval()
-        x_test, _ = data.split("test")
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "ccl_test_mse": _test_mse(ccl.reconstruct, x_test),
-                "bp_test_mse": _test_mse(twin, x_test),
-            }
-        )
-        print(json.dumps(history[-1]), flush=True)
+        net.eval()
+        history.append({"epoch": epoch + 1, "val_mse": _mse(recon, x_val), "test_mse": _mse(recon, x_test)})
+    config = {"variant": variant, "lr": lr, "cosine": cosine}
+    print(json.dumps({"arm": arm, **config, **history[-1]}), flush=True)
+    return {"config": config, "train_seconds": round(seconds, 1), "history": history, **history[-1]}
+
+
+def run_ae(args: argparse.Namespace) -> dict[str, Any]:
+    """Each arm picks its best of an equal grid on *validation* MSE; the ratio is of test MSE.
+
+    Equal budgets (STUDY_PROTOCOL.md §6): both arms get the same runs, the same epochs, batches,
+    SGD (momentum 0.9, weight decay 1e-4, clip 0.2: the reference CCL AE recipe) and the same grid.
+    ``--ae-grid full`` (8 runs per arm): lr {0.01, 0.03} × {constant, cosine} × a third axis, for
+    CCL its ``s_ssl`` (MLP decorrelation {2, 4}; CNN centred-map weight {1, 2}), for BP its
+    initialisation {CCL's reference init, torch's default}. ``--ae-grid small`` (2 runs per arm):
+    lr {0.01, 0.03}, constant, each arm's first variant.
+    """
+    data = load_dataset("mnist", args.data_dir)
+    assert isinstance(data, ImageData)
+    kind = args.ae_arch.split(":")[0]
+    axes: dict[str, tuple[Any, ...]] = {"ccl": AE_CCL_S_SSL[kind], "bp": AE_BP_INITS}
+    if args.ae_grid == "small":  # lr only: 2 runs per arm, each arm's first variant, constant lr
+        axes = {arm: vs[:1] for arm, vs in axes.items()}
+    runs: dict[str, list[dict[str, Any]]] = {"ccl": [], "bp": []}
+    for arm, variants in axes.items():
+        for variant in variants:
+            for lr in AE_LRS:
+                for cosine in (False, True) if args.ae_grid == "full" else (False,):
+                    runs[arm].append(_ae_run(data, arm, variant, lr, cosine, args))
+    best = {arm: min(rs, key=lambda r: r["val_mse"]) for arm, rs in runs.items()}
     x_train, _ = data.split("train")
+    x_test, _ = data.split("test")
     mean_mse = F.mse_loss(x_train.mean(0, keepdim=True).expand_as(x_test), x_test).item()
-    last = history[-1]
+    same = {
+        arm: next(r for r in rs if r["config"] == {"variant": axes[arm][0], "lr": AE_LRS[0], "cosine": False})
+        for arm, rs in runs.items()
+    }
     return {
-        "arch": AE_ARCH,
-        "history": history,
-        "train_seconds": seconds,
+        "arch": args.ae_arch,
+        "grid": args.ae_grid,
+        "epochs": args.epochs_ae,
+        "batch_size": args.batch_ae,
+        "selected": {
+            arm: {k: r[k] for k in ("config", "val_mse", "test_mse", "train_seconds")} for arm, r in best.items()
+        },
+        "runs": runs,
         "mean_image_test_mse": mean_mse,
-        "ratios": {"test_mse_ccl_over_bp": last["ccl_test_mse"] / last["bp_test_mse"]},
+        "ratios": {
+            "test_mse_ccl_over_bp": best["ccl"]["test_mse"] / best["bp"]["test_mse"],
+            # one fixed recipe for both (lr 0.01, constant, CCL s_ssl 2, BP at CCL's init)
+            "test_mse_ccl_over_bp_same_recipe": same["ccl"]["test_mse"] / same["bp"]["test_mse"],
+        },
     }
 
 
@@ -236,10 +294,10 @@ def main() -> None:
     p.add_argument("--epochs-mlp", type=int, default=10)
     p.add_argument("--batch-mlp", type=int, default=64)
     p.add_argument("--epochs-cnn", type=int, default=5)
-    p.add_argument("--epochs-ae", type=int, default=5)
+    p.add_argument("--epochs-ae", type=int, default=10)
     p.add_argument("--batch-ae", type=int, default=64)
-    p.add_argument("--lr-ae", type=float, default=0.01)
-    p.add_argument("--s-ssl-ae", type=float, default=None, help="None: the learner default")
+    p.add_argument("--ae-arch", default=AE_ARCHS[0], help=f"autoencoder spec ({' or '.join(AE_ARCHS)}, or any)")
+    p.add_argument("--ae-grid", choices=("full", "small"), default="full", help="8 or 2 runs per arm")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -22,9 +22,7 @@ def _masked(a: Tensor, mask: Tensor | None) -> Tensor:
     return a if mask is None else a * mask.view(-1, *([1] * (a.dim() - 1)))
 
 
-def dot_alignment_loss(
-    a: Tensor, b: Tensor, y_onehot: Tensor, s_c: float = 0.5, mask: Tensor | None = None
-) -> Tensor:
+def dot_alignment_loss(a: Tensor, b: Tensor, y_onehot: Tensor, s_c: float = 0.5, mask: Tensor | None = None) -> Tensor:
     """MLP pair loss ``(256·s_C/d)·mean((A Bᵀ − Y)²)``, ``d`` the width of the pair.
 
     Args:
@@ -82,4 +80,26 @@ def reconstruction_pair_loss(a: Tensor, b: Tensor, s_c: float = 1.0, s_ssl: floa
     loss = s_c * F.mse_loss(_rows(a), _rows(b))
     if s_ssl > 0:
         loss = loss + s_ssl * (decorrelation(a) + decorrelation(b))
+    return loss
+
+
+def _centred_maps(t: Tensor) -> Tensor:
+    """Each (sample, channel) map minus its spatial mean, divided by its spatial L2 norm."""
+    t = t - t.mean(dim=(2, 3), keepdim=True)
+    return t / (t.norm(dim=(2, 3), keepdim=True) + _EPS)
+
+
+def map_pair_loss(a: Tensor, b: Tensor, s_c: float = 1.0, s_d: float = 1.0) -> Tensor:
+    """Conv autoencoder pair loss ``H·s_C·mean((A − B)²) + H·s_D·mean((Â − B̂)²)``.
+
+    As in the reference's ``compute_SCL_loss_AE`` (``models_cnn_ae_legacy.py``): ``A``, ``B`` are
+    (N, C, H, W) maps of the same N samples, ``Â``, ``B̂`` their per-(sample, channel) centred and
+    normalised versions (:func:`_centred_maps`), which match the *pattern* of each map whatever its
+    offset and scale; the factor H (map height) keeps deep, small maps from weighing less. The
+    two end pairs use ``s_D = 0``.
+    """
+    height = a.shape[2]
+    loss = height * s_c * F.mse_loss(a, b)
+    if s_d > 0:
+        loss = loss + height * s_d * F.mse_loss(_centred_maps(a), _centred_maps(b))
     return loss

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.layer import Context, LocalLayer
 
-from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
+from .losses import cosine_alignment_loss, dot_alignment_loss, map_pair_loss, reconstruction_pair_loss
 
 
 class InplaceELU(nn.Module):
@@ -54,7 +55,7 @@ class Upsample(nn.Module):
 
 @dataclass(frozen=True)
 class PairLoss:
-    """Which pair loss a layer uses and its scales (``dot`` MLP, ``cosine`` CNN, ``mse`` AE)."""
+    """Which pair loss a layer uses and its scales (``dot`` MLP, ``cosine`` CNN, ``mse``/``map`` AE)."""
 
     kind: str
     s_c: float
@@ -72,9 +73,7 @@ class CounterCurrentPair(LocalLayer):
         top: whether this is the output layer (CE, or reconstruction MSE).
     """
 
-    def __init__(
-        self, index: int, f: nn.Module | None, g: nn.Module | None, loss: PairLoss, top: bool
-    ) -> None:
+    def __init__(self, index: int, f: nn.Module | None, g: nn.Module | None, loss: PairLoss, top: bool) -> None:
         super().__init__()
         self.index = index
         self.f = f
@@ -90,10 +89,14 @@ class CounterCurrentPair(LocalLayer):
         assert self.g is not None
         return self.g(b_next)
 
-    def param_groups(self) -> list[list[nn.Parameter]]:
-        """The forward and feedback parameters, as separate groups (empty ones dropped)."""
-        groups = [list(m.parameters()) for m in (self.f, self.g) if m is not None]
-        return [g for g in groups if g]
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups for the forward and feedback parameters, tagged ``side`` f / g."""
+        groups = [
+            {"params": list(m.parameters()), "side": side}
+            for side, m in (("f", self.f), ("g", self.g))
+            if m is not None
+        ]
+        return [g for g in groups if g["params"]]
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         scale = float(ctx.get("loss_scale", 1.0))  # the reference's loss warm-up
@@ -101,6 +104,8 @@ class CounterCurrentPair(LocalLayer):
         if self.top:
             if spec.kind == "mse":
                 return scale * F.mse_loss(h.flatten(1), ctx["target"])
+            if spec.kind == "map":
+                return scale * map_pair_loss(h, ctx["target"], spec.s_c, 0.0)
             assert ctx.y is not None
             return scale * F.cross_entropy(h, ctx.y)
         b = self.feedback(ctx["feedback"][self.index + 1])
@@ -109,6 +114,8 @@ class CounterCurrentPair(LocalLayer):
             loss = dot_alignment_loss(h, b, ctx["y_onehot"], spec.s_c, mask)
         elif spec.kind == "cosine":
             loss = cosine_alignment_loss(h, b, ctx["y_onehot"], spec.s_c, spec.s_ssl, mask)
+        elif spec.kind == "map":  # the input pair (x, b_0) is an end pair: no centred-map term
+            loss = map_pair_loss(h, b, spec.s_c, spec.s_ssl if self.index > 0 else 0.0)
         else:
             loss = reconstruction_pair_loss(h, b, spec.s_c, spec.s_ssl)
         return scale * loss
@@ -152,6 +159,86 @@ def build_mlp_pairs(
     return layers
 
 
+def reference_ae_init(layers: list[CounterCurrentPair], code: int) -> None:
+    """The initialisation of the reference conv autoencoder (``models_cnn_ae_legacy.py``).
+
+    Every weight orthogonal; the decoder half of each network starts near zero (× 1e-3: the
+    forward maps ``f_l`` with ``l > code`` and the feedback maps ``g_l`` with ``l <= code``, which
+    decode the target back to the image); the two maps that emit an image (``f_L`` and ``g_1``)
+    start at exactly zero. Both networks then begin as "encoder, then almost nothing", so early
+    pair losses are driven by the encoders' features rather than by two random decoders.
+
+    Args:
+        layers: the pairs from :func:`build_mlp_pairs` (``L + 1`` of them).
+        code: ``m``, the index of the code layer: ``f_1..f_m`` encode, ``f_{m+1}..f_L`` decode.
+    """
+    last = len(layers) - 1
+    for idx, pair in enumerate(layers):
+        # pair idx owns f_idx and g_{idx+1}
+        for mod, decoder in ((pair.f, idx > code), (pair.g, idx + 1 <= code)):
+            for w in _weights(mod):
+                _orthogonal_(w)
+                if decoder:
+                    w.data.mul_(1e-3)
+    for mod in (layers[last].f, layers[0].g):
+        for w in _weights(mod):
+            w.data.zero_()
+
+
+def _weights(mod: nn.Module | None) -> list[Tensor]:
+    """The Linear / Conv2d weights of ``mod``, zeroing their biases on the way (reference init)."""
+    out = []
+    for m in mod.modules() if mod is not None else ():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            out.append(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return out
+
+
+def _orthogonal_(w: Tensor) -> None:
+    """Orthogonal init over (out, in·k·k); for out < in on a conv, over (in, out·k·k) as released."""
+    if w.dim() == 4 and w.shape[0] < w.shape[1]:
+        w.data = nn.init.orthogonal_(w.data.transpose(0, 1).contiguous()).transpose(0, 1).contiguous()
+    else:
+        nn.init.orthogonal_(w)
+
+
+def build_cnn_ae_pairs(
+    channels: tuple[int, ...], input_shape: tuple[int, ...], loss: PairLoss
+) -> list[CounterCurrentPair]:
+    """The conv autoencoder of the reference (``models_cnn_ae_legacy.py``), at any depth.
+
+    Encoder ``f_1..f_K``: conv3×3 stride 2 → BN → ELU, channels ``C_1..C_K``; decoder
+    ``f_{K+1}..f_{2K}``: nearest upsample → conv3×3 → BN → ELU, back to the input (no BN or ELU on
+    the reconstruction). The feedback maps mirror them: ``g_l`` for a decoder layer is a stride-2
+    conv (the feedback network *encodes* the target), for an encoder layer an upsample + conv, and
+    ``g_1`` emits the feedback network's image. Upsampling goes to the exact size of the mirrored
+    map, so odd sizes (28 → 14 → 7 → 4) invert too. BN has no affine: the reference never hands its
+    BN parameters to an optimizer. Pair losses: ``kind="map"`` (:func:`~.losses.map_pair_loss`).
+    """
+    c, h, w = input_shape
+    shapes = [(c, h, w)]
+    for ch in channels:
+        h, w = (h + 1) // 2, (w + 1) // 2
+        shapes.append((ch, h, w))
+    shapes += shapes[-2::-1]  # the decoder retraces the encoder's sizes
+    n = len(shapes) - 1  # L = 2K forward maps
+
+    def block(cin: int, src: tuple[int, int, int], dst: tuple[int, int, int], plain: bool) -> nn.Sequential:
+        down = dst[1] < src[1]
+        mods: list[nn.Module] = [] if down else [Upsample(dst[1:])]
+        mods.append(nn.Conv2d(cin, dst[0], 3, 2 if down else 1, 1))
+        return nn.Sequential(*mods, *([] if plain else [nn.BatchNorm2d(dst[0], affine=False), InplaceELU()]))
+
+    layers: list[CounterCurrentPair] = []
+    for idx in range(n + 1):
+        f = block(shapes[idx - 1][0], shapes[idx - 1], shapes[idx], idx == n) if idx >= 1 else None
+        g = block(shapes[idx + 1][0], shapes[idx + 1], shapes[idx], idx == 0) if idx < n else None
+        layers.append(CounterCurrentPair(idx, f, g, loss, idx == n))
+    return layers
+
+
 def build_cnn_pairs(
     channels: tuple[int, ...],
     input_shape: tuple[int, ...],
@@ -182,9 +269,7 @@ def build_cnn_pairs(
             mods: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), InplaceELU()]
             f = nn.Sequential(*mods, *([nn.MaxPool2d(2)] if conv == "pool" else []))
         elif idx == n:
-            f = nn.Sequential(
-                nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes, bias=False)
-            )
+            f = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes, bias=False))
         if idx == n - 1:  # g_L: the class one-hots to the top feature map
             g = nn.Sequential(
                 nn.Linear(num_classes, math.prod(shapes[-1]), bias=False),
@@ -193,8 +278,6 @@ def build_cnn_pairs(
             )
         elif idx < n - 1:
             (cin, hh, ww), (cout, _, _) = shapes[idx], shapes[idx + 1]
-            g = nn.Sequential(
-                Upsample((hh, ww)), nn.Conv2d(cout, cin, 3, 1, 1, bias=bias), *_act(idx == 0)
-            )
+            g = nn.Sequential(Upsample((hh, ww)), nn.Conv2d(cout, cin, 3, 1, 1, bias=bias), *_act(idx == 0))
         layers.append(CounterCurrentPair(idx, f, g, top if idx == n else loss, idx == n))
     return layers
