@@ -50,7 +50,7 @@ AE_ARCHS = ("cnn:32-64", "mlp:784-256-64-256")  # the reference conv AE scaled t
 AE_CLIP = 0.2
 AE_WEIGHT_DECAY = 1e-4
 AE_LRS = (0.01, 0.03)
-AE_CCL_S_SSL = {"mlp": (4.0, 2.0), "cnn": (1.0, 2.0)}  # decorrelation (MLP) / centred-map (CNN) weight
+AE_CCL_S_SSL = {"mlp": (2.0, 4.0), "cnn": (1.0, 2.0)}  # decorrelation (MLP) / centred-map (CNN) weight
 AE_BP_INITS = ("reference", "torch")
 # CIFAR-10 CCL recipe (ALGORITHMS §6.2), minus the cosine schedule the trainer does not have
 CNN_CCL_OPTIONS = {

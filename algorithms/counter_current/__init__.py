@@ -17,9 +17,10 @@ conv3×3 stride 2 (the MNIST model), ``conv="pool"`` conv3×3 stride 1 + maxpool
 model), ``conv="auto"`` picks stride for 1-channel and pool for 3-channel input; the feedback side
 upsamples (nearest) then convolves. Then a bias-free Linear to C.
 
-``mode="autoencoder"`` (MLP only) makes the feedback network take the target image
-(``b_L = x``) and the forward network reconstruct it; the output loss is the reconstruction MSE.
-It is a small MLP stand-in for the conv AE of §6.1 that keeps that model's initialisation
+``mode="autoencoder"`` makes the feedback network take the target image (``b_L = x``) and the
+forward network reconstruct it. With a ``cnn:`` spec it is the reference's conv autoencoder
+(:func:`~.pairs.build_cnn_ae_pairs`, pair loss :func:`~.losses.map_pair_loss`). With an ``mlp:``
+spec it is a small MLP stand-in for it that keeps that model's initialisation
 (``init="reference"``, the default in this mode: orthogonal weights, both decoder halves × 1e-3,
 the two image-emitting maps zero) and its BatchNorm (no affine) before every hidden ELU. Its pair
 loss is the MSE plus ``s_ssl`` × the decorrelation of each side (the CNN loss's anti-collapse term,
@@ -93,7 +94,7 @@ class CounterCurrent(LocalLearner):
         input_shape: one sample's shape.
         num_classes: C.
         schedule: only ``joint`` (the whole dual network is one training unit).
-        mode: ``classifier`` (default) or ``autoencoder`` (MLP only).
+        mode: ``classifier`` (default) or ``autoencoder`` (``mlp:`` or ``cnn:`` spec).
         conv: CNN pair type, ``auto`` | ``stride`` | ``pool``.
         s_c: alignment scale s_C (0.5; the CIFAR CNN recipes use 1).
         s_ssl: decorrelation scale s_ssl (None: 0.5 for the CNN loss as released, 4.0 for the
@@ -170,7 +171,7 @@ class CounterCurrent(LocalLearner):
             raise ConfigError("filter_target needs class scores; it is not valid in autoencoder mode")
         self.mode, self.grad_clip, self.momentum = mode, float(grad_clip), momentum
         self.clip_scope = clip_scope
-        self._parked: list[tuple[torch.optim.Optimizer, str, Tensor, Tensor]] = []
+        self._parked: dict[torch.optim.Optimizer, list[tuple[str, Tensor, Tensor]]] = {}  # network clip
         self._applying = False
         self.warmup_steps, self.grad_centralization = int(warmup_steps), bool(grad_centralization)
         self.filter_target = bool(filter_target)
@@ -240,9 +241,6 @@ class CounterCurrent(LocalLearner):
             layer.optimizer = opt
         return self.optimizers()
 
-    def _defers(self) -> bool:
-        return self.grad_clip > 0 and self.clip_scope == "network"
-
     def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Per pair: gradient centralisation, then clipping per side; or park for the network clip.
 
@@ -251,18 +249,21 @@ class CounterCurrent(LocalLearner):
         :meth:`_apply_parked` then clips over the whole forward and the whole feedback network and
         steps each pair with only its own gradients restored.
         """
-        if self._defers() and not self._applying:
+        if self._applying:  # the parked step: already centralised and clipped
+            return
+        if self.grad_clip > 0 and self.clip_scope == "network":
+            parked = self._parked.setdefault(opt, [])
             for group in opt.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._parked.append((opt, group["side"], p, p.grad))
+                        parked.append((group["side"], p, p.grad))
                         p.grad = None
             return
         for group in opt.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if self.grad_centralization:
-                _centralize(params)
-            if self.grad_clip > 0 and params and not self._applying:
+                _centralize([p.grad for p in params])
+            if self.grad_clip > 0 and params:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
 
     @torch.no_grad()
@@ -272,20 +273,20 @@ class CounterCurrent(LocalLearner):
         Each pair's gradient came from its own loss only (they were parked one pair at a time);
         the shared clip coefficient is the only coupling, exactly as released (ALGORITHMS §6.1).
         """
-        parked, self._parked = self._parked, []
+        parked, self._parked = self._parked, {}
+        entries = [entry for pair in parked.values() for entry in pair]
         if self.grad_centralization:
-            _centralize([grad for *_, grad in parked])
+            _centralize([grad for _, _, grad in entries])
         coef = {}
         for side in ("f", "g"):
-            grads = [grad for _, sd, _, grad in parked if sd == side]
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else 0.0
-            coef[side] = min(1.0, self.grad_clip / (float(norm) + 1e-6))  # torch's clip_grad_norm_ rule
+            norms = [torch.linalg.vector_norm(grad) for sd, _, grad in entries if sd == side]
+            total = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+            coef[side] = min(1.0, self.grad_clip / (total + 1e-6))  # torch's clip_grad_norm_ rule
         self._applying = True
         try:
-            for opt in dict.fromkeys(o for o, *_ in parked):  # each pair in turn, its own grads only
-                for o, side, p, grad in parked:
-                    if o is opt:
-                        p.grad = grad.mul_(coef[side])
+            for opt, pair in parked.items():  # each pair in turn, with only its own gradients
+                for side, p, grad in pair:
+                    p.grad = grad.mul_(coef[side])
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         finally:
@@ -372,11 +373,11 @@ class CounterCurrent(LocalLearner):
         return {**super().capabilities(), "modes": list(MODES), "backward": "pair-wise"}
 
 
-def _centralize(grads: Sequence[Tensor]) -> None:
+def _centralize(grads: Sequence[Tensor | None]) -> None:
     """Gradient centralisation: weights (dim > 1) lose their mean over all but the output unit."""
     with torch.no_grad():
         for g in grads:
-            if g.dim() > 1:
+            if g is not None and g.dim() > 1:
                 g -= g.mean(dim=tuple(range(1, g.dim())), keepdim=True)
 
 

@@ -174,34 +174,26 @@ def reference_ae_init(layers: list[CounterCurrentPair], code: int) -> None:
     """
     last = len(layers) - 1
     for idx, pair in enumerate(layers):
-        # pair idx owns f_idx and g_{idx+1}
-        for mod, decoder in ((pair.f, idx > code), (pair.g, idx + 1 <= code)):
-            for w in _weights(mod):
-                _orthogonal_(w)
-                if decoder:
-                    w.data.mul_(1e-3)
-    for mod in (layers[last].f, layers[0].g):
-        for w in _weights(mod):
-            w.data.zero_()
+        # pair idx owns f_idx and g_{idx+1}; f_L and g_1 emit images and start at zero
+        _reference_init(pair.f, 0.0 if idx == last else 1e-3 if idx > code else 1.0)
+        _reference_init(pair.g, 0.0 if idx == 0 else 1e-3 if idx + 1 <= code else 1.0)
 
 
-def _weights(mod: nn.Module | None) -> list[Tensor]:
-    """The Linear / Conv2d weights of ``mod``, zeroing their biases on the way (reference init)."""
-    out = []
+def _reference_init(mod: nn.Module | None, scale: float) -> None:
+    """Orthogonal Linear / Conv2d weights times ``scale``, zero biases (the reference's init).
+
+    Convs with fewer outputs than inputs are made orthogonal over (in, out·k·k), as released.
+    """
     for m in mod.modules() if mod is not None else ():
         if isinstance(m, nn.Linear | nn.Conv2d):
-            out.append(m.weight)
+            w = m.weight
+            if w.dim() == 4 and w.shape[0] < w.shape[1]:
+                w.data = nn.init.orthogonal_(w.data.transpose(0, 1).contiguous()).transpose(0, 1).contiguous()
+            else:
+                nn.init.orthogonal_(w)
+            w.data.mul_(scale)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-    return out
-
-
-def _orthogonal_(w: Tensor) -> None:
-    """Orthogonal init over (out, in·k·k); for out < in on a conv, over (in, out·k·k) as released."""
-    if w.dim() == 4 and w.shape[0] < w.shape[1]:
-        w.data = nn.init.orthogonal_(w.data.transpose(0, 1).contiguous()).transpose(0, 1).contiguous()
-    else:
-        nn.init.orthogonal_(w)
 
 
 def build_cnn_ae_pairs(
@@ -225,16 +217,16 @@ def build_cnn_ae_pairs(
     shapes += shapes[-2::-1]  # the decoder retraces the encoder's sizes
     n = len(shapes) - 1  # L = 2K forward maps
 
-    def block(cin: int, src: tuple[int, int, int], dst: tuple[int, int, int], plain: bool) -> nn.Sequential:
+    def block(src: tuple[int, int, int], dst: tuple[int, int, int], plain: bool) -> nn.Sequential:
         down = dst[1] < src[1]
         mods: list[nn.Module] = [] if down else [Upsample(dst[1:])]
-        mods.append(nn.Conv2d(cin, dst[0], 3, 2 if down else 1, 1))
+        mods.append(nn.Conv2d(src[0], dst[0], 3, 2 if down else 1, 1))
         return nn.Sequential(*mods, *([] if plain else [nn.BatchNorm2d(dst[0], affine=False), InplaceELU()]))
 
     layers: list[CounterCurrentPair] = []
     for idx in range(n + 1):
-        f = block(shapes[idx - 1][0], shapes[idx - 1], shapes[idx], idx == n) if idx >= 1 else None
-        g = block(shapes[idx + 1][0], shapes[idx + 1], shapes[idx], idx == 0) if idx < n else None
+        f = block(shapes[idx - 1], shapes[idx], idx == n) if idx >= 1 else None
+        g = block(shapes[idx + 1], shapes[idx], idx == 0) if idx < n else None
         layers.append(CounterCurrentPair(idx, f, g, loss, idx == n))
     return layers
 

@@ -180,6 +180,22 @@ def test_pairwise_backward_frees_each_graph_before_the_next_pair() -> None:
     assert meter.peak_bytes < 0.5 * sum(meter.per_layer.values())
 
 
+@pytest.mark.parametrize("clip_scope", ["pair", "network"])
+def test_gradient_centralization_centres_each_weight_update(clip_scope: str) -> None:
+    seed_everything(0)
+    learner = CounterCurrent(
+        "mlp:2x16", (1, 8, 8), 10, grad_centralization=True, grad_clip=100.0, clip_scope=clip_scope
+    )
+    _sgd(learner, lr=1.0)  # no momentum, a clip too loose to act: the update is minus the gradient
+    weights = [w for w in learner.parameters() if w.dim() > 1]
+    before = [w.detach().clone() for w in weights]
+    learner.train_step(_digits_batch(32), _stage(learner))
+    for w, w0 in zip(weights, before, strict=True):
+        step = w.detach() - w0
+        assert step.abs().max() > 0
+        torch.testing.assert_close(step.mean(dim=1), torch.zeros(len(step)), atol=1e-6, rtol=0)
+
+
 def test_warmup_scales_the_loss_and_filter_target_masks_confident_samples() -> None:
     x, y = _digits_batch(16)
     losses = []
