@@ -168,6 +168,14 @@ class LocalLearner(nn.Module):
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
 
+    def trainer_blocker(self) -> str | None:
+        """Why the :class:`~localearn.trainer.Trainer` cannot train this learner, or None.
+
+        The trainer selects and reports on class scores; a learner configured to produce none
+        (CCL's autoencoder mode) says so here, so a run is refused before its first epoch.
+        """
+        return None
+
     # ---------------------------------------------------------------------------- inference
     def predict(self, x: Any) -> Tensor:  # pragma: no cover - abstract
         """Class scores ``(B, C)``; argmax is the prediction."""

@@ -173,6 +173,9 @@ class Trainer:
                 f"{learner.name} takes {'graph' if learner.supports_graphs else 'image'} data, "
                 f"but dataset {data.name!r} is {data.kind} data"
             )
+        blocker = learner.trainer_blocker()
+        if blocker is not None:
+            raise ConfigError(blocker)
         self.device = resolve_device(self.config.device)
         self.learner = learner.to(self.device)
         self.data = data

@@ -48,7 +48,7 @@ Deviations from the reference, all documented in the README section:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, cast
 
 import torch
@@ -63,6 +63,7 @@ from localearn.registry import register_algorithm
 
 from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
 from .pairs import (
+    ACTIVATIONS,
     CounterCurrentPair,
     PairLoss,
     build_cnn_ae_pairs,
@@ -79,6 +80,7 @@ CONVS = ("auto", "stride", "pool")
 __all__ = [
     "CounterCurrent",
     "CounterCurrentPair",
+    "centralize_gradients",
     "cosine_alignment_loss",
     "dot_alignment_loss",
     "reconstruction_pair_loss",
@@ -111,6 +113,9 @@ class CounterCurrent(LocalLearner):
         init: ``auto`` (``reference`` in autoencoder mode, ``torch`` otherwise), ``reference``
             (the reference autoencoder's: orthogonal, decoder halves × 1e-3, image-emitting maps
             zero; see :func:`~.pairs.reference_ae_init`) or ``torch`` (PyTorch's Linear default).
+        act: the nonlinearity of both networks, ``auto`` (ReLU for the conv autoencoder, as the
+            released ``stl10_ccl_legacy.yaml``; ELU otherwise, as every released classifier and the
+            MLP autoencoder stand-in, whose recipe was tuned with it), ``elu``, ``relu``.
     """
 
     name = "counter_current"
@@ -139,6 +144,7 @@ class CounterCurrent(LocalLearner):
         filter_target: bool = False,
         init: str = "auto",
         clip_scope: str = "network",
+        act: str = "auto",
     ) -> None:
         super().__init__(arch, input_shape, num_classes, schedule)
         if mode not in MODES:
@@ -151,7 +157,12 @@ class CounterCurrent(LocalLearner):
             raise ConfigError(f"clip_scope must be one of {', '.join(CLIP_SCOPES)}, got {clip_scope!r}")
         if conv not in CONVS:
             raise ConfigError(f"conv must be one of {', '.join(CONVS)}, got {conv!r}")
+        if act not in ("auto", *ACTIVATIONS):
+            raise ConfigError(f"act must be one of auto, {', '.join(ACTIVATIONS)}, got {act!r}")
         ae = mode == "autoencoder"
+        if act == "auto":  # as released: ReLU in the conv AE recipe, ELU in every classifier
+            act = "relu" if ae and self.arch.kind == "cnn" else "elu"
+        self.act = act
         if s_ssl is None:  # the conv AE's centred-map weight s_D is 1 as released
             s_ssl = (1.0 if self.arch.kind == "cnn" else 4.0) if ae else 0.5
         for key, value in (
@@ -191,6 +202,7 @@ class CounterCurrent(LocalLearner):
                 pair,
                 PairLoss("mse" if ae else "ce", 1.0, 0.0),
                 norm=ae,
+                act=act,
             )
             if ae and init in ("auto", "reference"):
                 # the code layer: the narrowest hidden layer, ties broken towards the middle
@@ -204,7 +216,7 @@ class CounterCurrent(LocalLearner):
             if conv == "pool":
                 raise ConfigError("the conv autoencoder uses stride-2 convs (conv='stride' or 'auto')")
             self.conv = "stride"
-            layers = build_cnn_ae_pairs(self.arch.widths, self.input_shape, PairLoss("map", 1.0, s_ssl))
+            layers = build_cnn_ae_pairs(self.arch.widths, self.input_shape, PairLoss("map", 1.0, s_ssl), act)
             if init in ("auto", "reference"):
                 reference_ae_init(layers, len(self.arch.widths))  # the code is the last encoder map
         else:
@@ -225,6 +237,7 @@ class CounterCurrent(LocalLearner):
                 self.num_classes,
                 self.conv,
                 PairLoss("cosine", s_c, s_ssl),
+                act,
             )
         for layer in layers:
             self.add_layer(layer)
@@ -262,7 +275,7 @@ class CounterCurrent(LocalLearner):
         for group in opt.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if self.grad_centralization:
-                _centralize([p.grad for p in params])
+                centralize_gradients([p.grad for p in params])
             if self.grad_clip > 0 and params:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
 
@@ -276,7 +289,7 @@ class CounterCurrent(LocalLearner):
         parked, self._parked = self._parked, {}
         entries = [entry for pair in parked.values() for entry in pair]
         if self.grad_centralization:
-            _centralize([grad for _, _, grad in entries])
+            centralize_gradients([grad for _, _, grad in entries])
         coef = {}
         for side in ("f", "g"):
             norms = [torch.linalg.vector_norm(grad) for sd, _, grad in entries if sd == side]
@@ -342,6 +355,15 @@ class CounterCurrent(LocalLearner):
             out.append(h)
         return out
 
+    def trainer_blocker(self) -> str | None:
+        if self.mode == "autoencoder":
+            return (
+                "counter_current in mode='autoencoder' has no class scores for the trainer to select "
+                "and report on; drive it with train_step() and reconstruct() "
+                "(benchmarks/bench_counter_current.py --parts ae does)"
+            )
+        return None
+
     def predict(self, x: Tensor) -> Tensor:
         if self.mode == "autoencoder":
             raise ConfigError("autoencoder mode has no class scores; use reconstruct(x)")
@@ -373,8 +395,9 @@ class CounterCurrent(LocalLearner):
         return {**super().capabilities(), "modes": list(MODES), "backward": "pair-wise"}
 
 
-def _centralize(grads: Sequence[Tensor | None]) -> None:
-    """Gradient centralisation: weights (dim > 1) lose their mean over all but the output unit."""
+def centralize_gradients(grads: Iterable[Tensor | None]) -> None:
+    """Gradient centralisation (Yong et al., ECCV 2020), as the CCL reference applies it to both
+    networks: each weight gradient (dim > 1) loses its mean over all but the output unit."""
     with torch.no_grad():
         for g in grads:
             if g is not None and g.dim() > 1:

@@ -38,6 +38,15 @@ class InplaceELU(nn.Module):
         return F.elu(z, inplace=True)
 
 
+ACTIVATIONS = ("elu", "relu")
+
+
+def activation(name: str) -> nn.Module:
+    """The pair maps' nonlinearity, applied in place: ``elu`` (the classifiers, φ = ψ = ELU) or
+    ``relu`` (the released autoencoder's ``act_F``/``act_B``); either keeps only its output."""
+    return InplaceELU() if name == "elu" else nn.ReLU(inplace=True)
+
+
 class Upsample(nn.Module):
     """Nearest upsampling to a fixed spatial size (the feedback inverse of a stride or a pool).
 
@@ -121,12 +130,12 @@ class CounterCurrentPair(LocalLayer):
         return scale * loss
 
 
-def _act(last: bool, width: int = 0, norm: bool = False) -> list[nn.Module]:
+def _act(last: bool, width: int = 0, norm: bool = False, act: str = "elu") -> list[nn.Module]:
     if last:
         return []
-    # autoencoder mode: BN (no affine) before the ELU keeps both sides from collapsing onto the
-    # trivial a_l = b_l = const minimum of the MSE pair loss (the reference AE uses BN too)
-    return [nn.BatchNorm1d(width, affine=False), InplaceELU()] if norm else [InplaceELU()]
+    # autoencoder mode: BN (no affine) before the nonlinearity keeps both sides from collapsing
+    # onto the trivial a_l = b_l = const minimum of the MSE pair loss (the reference AE uses BN too)
+    return [nn.BatchNorm1d(width, affine=False), activation(act)] if norm else [activation(act)]
 
 
 def build_mlp_pairs(
@@ -136,11 +145,12 @@ def build_mlp_pairs(
     loss: PairLoss,
     top_kind: PairLoss,
     norm: bool = False,
+    act: str = "elu",
 ) -> list[CounterCurrentPair]:
-    """Bias-free Linear pairs ``in → widths... → out_dim`` (ELU on both sides, none at the ends).
+    """Bias-free Linear pairs ``in → widths... → out_dim`` (``act`` on both sides, none at the ends).
 
-    ``norm`` puts a BatchNorm (no affine) before every hidden ELU, on both sides (AE mode only:
-    in classifier mode the feedback batch is the C one-hots, where BN must stay off, §6.4.3).
+    ``norm`` puts a BatchNorm (no affine) before every hidden nonlinearity, on both sides (AE mode
+    only: in classifier mode the feedback batch is the C one-hots, where BN must stay off, §6.4.3).
     """
     dims = [math.prod(input_shape), *widths, out_dim]
     n = len(dims) - 1  # L
@@ -151,10 +161,10 @@ def build_mlp_pairs(
         if idx >= 1:  # f_idx: dims[idx-1] -> dims[idx]; no activation on the output map
             mods: list[nn.Module] = [nn.Flatten()] if idx == 1 else []
             mods += [nn.Linear(dims[idx - 1], dims[idx], bias=False)]
-            f = nn.Sequential(*mods, *_act(idx == n, dims[idx], norm))
+            f = nn.Sequential(*mods, *_act(idx == n, dims[idx], norm, act))
         if idx < n:  # g_{idx+1}: dims[idx+1] -> dims[idx]; no activation at the bottom (b_0)
             lin = nn.Linear(dims[idx + 1], dims[idx], bias=False)
-            g = nn.Sequential(lin, *_act(idx == 0, dims[idx], norm))
+            g = nn.Sequential(lin, *_act(idx == 0, dims[idx], norm, act))
         layers.append(CounterCurrentPair(idx, f, g, top_kind if idx == n else loss, idx == n))
     return layers
 
@@ -197,13 +207,14 @@ def _reference_init(mod: nn.Module | None, scale: float) -> None:
 
 
 def build_cnn_ae_pairs(
-    channels: tuple[int, ...], input_shape: tuple[int, ...], loss: PairLoss
+    channels: tuple[int, ...], input_shape: tuple[int, ...], loss: PairLoss, act: str = "relu"
 ) -> list[CounterCurrentPair]:
     """The conv autoencoder of the reference (``models_cnn_ae_legacy.py``), at any depth.
 
-    Encoder ``f_1..f_K``: conv3×3 stride 2 → BN → ELU, channels ``C_1..C_K``; decoder
-    ``f_{K+1}..f_{2K}``: nearest upsample → conv3×3 → BN → ELU, back to the input (no BN or ELU on
-    the reconstruction). The feedback maps mirror them: ``g_l`` for a decoder layer is a stride-2
+    Encoder ``f_1..f_K``: conv3×3 stride 2 → BN → act, channels ``C_1..C_K``; decoder
+    ``f_{K+1}..f_{2K}``: nearest upsample → conv3×3 → BN → act, back to the input (no BN or act on
+    the reconstruction). ``act`` is ReLU in the released STL-10 recipe (``act_F``/``act_B``). The
+    feedback maps mirror them: ``g_l`` for a decoder layer is a stride-2
     conv (the feedback network *encodes* the target), for an encoder layer an upsample + conv, and
     ``g_1`` emits the feedback network's image. Upsampling goes to the exact size of the mirrored
     map, so odd sizes (28 → 14 → 7 → 4) invert too. BN has no affine: the reference never hands its
@@ -221,7 +232,7 @@ def build_cnn_ae_pairs(
         down = dst[1] < src[1]
         mods: list[nn.Module] = [] if down else [Upsample(dst[1:])]
         mods.append(nn.Conv2d(src[0], dst[0], 3, 2 if down else 1, 1))
-        return nn.Sequential(*mods, *([] if plain else [nn.BatchNorm2d(dst[0], affine=False), InplaceELU()]))
+        return nn.Sequential(*mods, *([] if plain else [nn.BatchNorm2d(dst[0], affine=False), activation(act)]))
 
     layers: list[CounterCurrentPair] = []
     for idx in range(n + 1):
@@ -237,11 +248,13 @@ def build_cnn_pairs(
     num_classes: int,
     conv: str,
     loss: PairLoss,
+    act: str = "elu",
 ) -> list[CounterCurrentPair]:
     """Conv pairs (ALGORITHMS §6.2), then a bias-free Linear output pair.
 
-    ``conv="stride"``: f = conv3×3 stride 2 (bias) → ELU; g = upsample → conv3×3 (bias) → ELU.
-    ``conv="pool"``: f = conv3×3 stride 1 (no bias) → ELU → maxpool 2; g = upsample → conv → ELU.
+    ``conv="stride"``: f = conv3×3 stride 2 (bias) → act; g = upsample → conv3×3 (bias) → act.
+    ``conv="pool"``: f = conv3×3 stride 1 (no bias) → act → maxpool 2; g = upsample → conv → act.
+    ``act`` is ELU as released.
     """
     c, h, w = input_shape
     shapes = [(c, h, w)]
@@ -258,18 +271,18 @@ def build_cnn_pairs(
         if 1 <= idx < n:
             (cin, _, _), (cout, _, _) = shapes[idx - 1], shapes[idx]
             stride = 2 if conv == "stride" else 1
-            mods: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), InplaceELU()]
+            mods: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=bias), activation(act)]
             f = nn.Sequential(*mods, *([nn.MaxPool2d(2)] if conv == "pool" else []))
         elif idx == n:
             f = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shapes[-1]), num_classes, bias=False))
         if idx == n - 1:  # g_L: the class one-hots to the top feature map
             g = nn.Sequential(
                 nn.Linear(num_classes, math.prod(shapes[-1]), bias=False),
-                InplaceELU(),
+                activation(act),
                 nn.Unflatten(1, shapes[-1]),
             )
         elif idx < n - 1:
             (cin, hh, ww), (cout, _, _) = shapes[idx], shapes[idx + 1]
-            g = nn.Sequential(Upsample((hh, ww)), nn.Conv2d(cout, cin, 3, 1, 1, bias=bias), *_act(idx == 0))
+            g = nn.Sequential(Upsample((hh, ww)), nn.Conv2d(cout, cin, 3, 1, 1, bias=bias), *_act(idx == 0, act=act))
         layers.append(CounterCurrentPair(idx, f, g, top if idx == n else loss, idx == n))
     return layers
