@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from localearn.algorithms.backprop import Backprop
-from localearn.algorithms.counter_current import CounterCurrent, centralize_gradients
+from localearn.algorithms.counter_current import CounterCurrent, centralize_gradients, warmup_scale
 from localearn.algorithms.counter_current.pairs import InplaceELU
 from torch import nn
 
@@ -233,8 +233,7 @@ def _ae_run(
                 ccl.train_step((xb, yb), stage)
             else:
                 opts[0].zero_grad(set_to_none=True)
-                warm = (step + 1) / warmup if step < warmup else 1.0  # as CCL's warm-up
-                (warm * F.mse_loss(net(xb).view_as(xb), xb)).backward()
+                (warmup_scale(step, warmup) * F.mse_loss(net(xb).view_as(xb), xb)).backward()
                 if conv:
                     centralize_gradients(p.grad for p in net.parameters())
                 nn.utils.clip_grad_norm_(net.parameters(), AE_CLIP)
@@ -297,7 +296,8 @@ def run_ae(args: argparse.Namespace) -> dict[str, Any]:
         "mean_image_test_mse": mean_mse,
         "ratios": {
             "test_mse_ccl_over_bp": best["ccl"]["test_mse"] / best["bp"]["test_mse"],
-            # one fixed recipe for both (lr 0.01, constant, CCL s_ssl 2, BP at CCL's init)
+            # one fixed recipe for both (lr 0.01, constant, each arm's first variant: CCL's first
+            # s_ssl, BP at CCL's init)
             "test_mse_ccl_over_bp_same_recipe": same["ccl"]["test_mse"] / same["bp"]["test_mse"],
         },
     }

@@ -84,6 +84,7 @@ __all__ = [
     "cosine_alignment_loss",
     "dot_alignment_loss",
     "reconstruction_pair_loss",
+    "warmup_scale",
 ]
 
 
@@ -162,7 +163,6 @@ class CounterCurrent(LocalLearner):
         ae = mode == "autoencoder"
         if act == "auto":  # as released: ReLU in the conv AE recipe, ELU in every classifier
             act = "relu" if ae and self.arch.kind == "cnn" else "elu"
-        self.act = act
         if s_ssl is None:  # the conv AE's centred-map weight s_D is 1 as released
             s_ssl = (1.0 if self.arch.kind == "cnn" else 4.0) if ae else 0.5
         for key, value in (
@@ -337,7 +337,7 @@ class CounterCurrent(LocalLearner):
                     p_true = self.predict(x).softmax(1).gather(1, y[:, None]).squeeze(1)
                 extras["mask"] = (p_true <= 0.9).to(x.dtype)  # reference: |p_y − 1| < 0.1 drops
         if self.warmup_steps > 0 and int(self.steps) < self.warmup_steps:
-            extras["loss_scale"] = (int(self.steps) + 1) / self.warmup_steps
+            extras["loss_scale"] = warmup_scale(int(self.steps), self.warmup_steps)
         return Context(y=y, num_classes=self.num_classes, extras=extras)
 
     def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
@@ -393,6 +393,11 @@ class CounterCurrent(LocalLearner):
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         return {**super().capabilities(), "modes": list(MODES), "backward": "pair-wise"}
+
+
+def warmup_scale(step: int, warmup_steps: int) -> float:
+    """The reference's loss warm-up: the loss times (step + 1) / warmup_steps, then 1 (0: off)."""
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
 
 
 def centralize_gradients(grads: Iterable[Tensor | None]) -> None:

@@ -8,8 +8,8 @@ learner holds ``L + 1`` local layers, each owning exactly the maps its loss trai
 * ``layer L``, the output: owns ``f_L`` only; CE on ``o`` (MSE to the image in autoencoder mode).
 
 Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed
-before the next pair runs (the memory benefit of ALGORITHMS §6.4.1), and it steps its own
-optimizer with two parameter groups (``f``, ``g``), each clipped on its own.
+before the next pair runs (the memory benefit of ALGORITHMS §6.4.1), and it owns an optimizer
+with two parameter groups (``f``, ``g``); how they are clipped is the learner's ``clip_scope``.
 """
 
 from __future__ import annotations
