@@ -176,6 +176,21 @@ class LocalLearner(nn.Module):
         """
         return None
 
+    # ------------------------------------------------------------------------------ tuning
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """This learner's Optuna search space (STUDY_PROTOCOL.md Rule 4).
+
+        Returns a flat dict of suggested values: keys that are :class:`~localearn.trainer.TrainConfig`
+        fields (``lr``, ``weight_decay``, ``optimizer``, ``batch_size``, ...) go to the trainer, the
+        rest are learner options. The default covers three decades of lr and of weight decay; a
+        learner overrides it to add its own knobs (kept beside the algorithm).
+        """
+        return {
+            "lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
+        }
+
     # ---------------------------------------------------------------------------- inference
     def predict(self, x: Any) -> Tensor:  # pragma: no cover - abstract
         """Class scores ``(B, C)``; argmax is the prediction."""
