@@ -1,7 +1,8 @@
 """The ``localearn`` command: ``train``, ``eval``, ``algos``.
 
 Bad input prints one ``error: ...`` line and exits with status 2; Ctrl-C leaves a resumable
-checkpoint and exits with status 130.
+checkpoint and exits with status 130; a diverged run (non-finite loss or parameter, see
+:mod:`localearn.outcome`) writes its run.json and exits with status 3.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _summary(r: dict[str, Any], out: Path) -> str:
     from localearn.measure.energy_report import format_energy
+    from localearn.outcome import summary_lines
+    from localearn.tasks import get_task
 
     m = r["metrics"]
+    metric = get_task(r.get("task", "classification")).metric
 
     def mib(v: int | None) -> str:
         return "n/a" if v is None else f"{v / 2**20:.2f} MiB"
@@ -102,7 +106,8 @@ def _summary(r: dict[str, Any], out: Path) -> str:
     lines = [
         "",
         f"localearn {r['algorithm']} on {r['dataset']} ({r['arch']}, {r['schedule']}, seed {r['seed']})",
-        f"  test accuracy        {m['test_accuracy']:.4f}   (val {m['val_accuracy']:.4f})",
+        *(summary_lines(r) if r["status"] == "diverged" else
+          [f"  test {metric:<15} {m['test_' + metric]:.4f}   (val {m['val_' + metric]:.4f})"]),
         f"  train time           {m['train_seconds']:.2f} s   ({m['samples_per_second']:.0f} samples/s, "
         f"{m['data_passes']} data passes)",
         f"  validate / ckpt      {m['validate_seconds']:.2f} s / {m['checkpoint_seconds']:.2f} s (metered apart)",
@@ -151,6 +156,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"  localearn train --out {out} --resume", file=sys.stderr)
         return 130
     print(json.dumps(result, indent=2, default=str) if args.json else _summary(result, out))
+    if result["status"] == "diverged":
+        from localearn.outcome import EXIT_DIVERGED
+
+        return EXIT_DIVERGED
     return 0
 
 

@@ -66,6 +66,7 @@ class LocalLearner(nn.Module):
     schedules: ClassVar[tuple[str, ...]] = ("joint",)
     stop_metric: ClassVar[str] = "val_loss"
     block_local: ClassVar[bool] = True
+    task: str = "classification"
     default_arch: ClassVar[str] = "mlp:2x1000"
     test_arch: ClassVar[str] = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
@@ -144,6 +145,12 @@ class LocalLearner(nn.Module):
         for i, layer in enumerate(self.local_layers):
             if i not in stage.layers:
                 layer.eval()
+
+    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
+        """Called by the Trainer before every epoch of ``stage`` (1-based ``epoch`` of at most
+        ``epochs``): train mode for the unit's layers, eval mode for the others. A learner whose
+        recipe changes with the epoch (FF's lr cool-down, CaFo's epoch bookkeeping) extends it."""
+        self.set_train_mode(stage)
 
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
         """Chain ``layer.train_step`` through the layers of ``stage``.

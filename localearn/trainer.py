@@ -1,20 +1,22 @@
 """The Trainer: one readable loop for every learner (nanoGPT style).
 
 It owns device placement, seeding of the data order, one optimizer per layer from a factory,
-the training units (``learner.stages()``), epochs, evaluation, the stopping rule, best-state
-restore, resumable checkpoints and a few callbacks. Learners never loop.
+the training units (``learner.stages()``), epochs, evaluation on the learner's task, the
+stopping rule, best-state restore, resumable checkpoints, the run's outcome and a few callbacks.
+Learners never loop.
 
 The stopping rule is STUDY_PROTOCOL.md Rule 1, identical for every arm and applied per training
-unit: validate every epoch on the unit's validation loss (CE of the unit's scores; mode min,
-``min_delta`` 0) or, for learners that declare it, validation accuracy; stop after ``patience``
-epochs without improvement or at the ``epochs`` cap per unit; restore the best state (kept in
-memory) before the next unit starts. The metered ``train`` window covers optimizer steps only;
-``validate``, ``checkpoint`` and ``test`` are metered apart (Rule 3).
+unit: validate every epoch on the unit's validation loss (mode min, ``min_delta`` 0) or, for
+learners that declare it, the task's metric (accuracy, ROC-AUC, MSE); stop after ``patience``
+epochs without improvement or at the epoch cap of the unit; restore the best state (kept in
+memory) before the next unit starts. A non-finite loss or parameter stops the run as
+``diverged`` (:mod:`localearn.outcome`). The metered ``train`` window covers optimizer steps
+only (:mod:`localearn.windows`); ``validate``, ``checkpoint`` and ``test`` are metered apart
+(Rule 3). ``run.json`` is assembled by :mod:`localearn.record`.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -24,12 +26,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from localearn import outcome
 from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
-from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, device_info, peak_rss_bytes, versions
+from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, peak_rss_bytes
+from localearn.record import run_record
+from localearn.tasks import get_task
 from localearn.utils import derive_seed, resolve_device, to_device
+from localearn.windows import metered_steps
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -45,7 +51,8 @@ class TrainConfig:
         momentum: SGD momentum.
         patience: epochs without improvement before a unit stops (protocol: 20).
         min_delta: improvement needed to reset patience (protocol: 0).
-        stop_metric: ``val_loss`` | ``val_acc``; None takes the learner's declaration.
+        stop_metric: ``val_loss`` | ``val_acc`` (the task's metric: accuracy, ROC-AUC or MSE); None
+            takes the learner's declaration.
         restore_best: restore every unit's best state (all or none, Rule 2).
         seed: seeds the data order and every per-epoch random draw.
         device: ``auto`` | ``cpu`` | ``cuda``.
@@ -99,26 +106,20 @@ def make_optimizer_factory(name: str, lr: float, weight_decay: float, momentum: 
     return factory
 
 
-@torch.no_grad()
 def evaluate(
     learner: LocalLearner, data: DataBundle, split: str, batch_size: int, device: torch.device,
     stage: Stage | None = None,
 ) -> dict[str, float]:
-    """Loss, accuracy and sample count on ``split`` (shared by the trainer and ``localearn eval``)."""
-    learner.eval()
-    total, correct, loss_sum = 0, 0, 0.0
-    for batch in data.eval_batches(split, batch_size):
-        scores, y = learner.evaluate_batch(to_device(batch, device), stage)
-        loss_sum += float(learner.scores_to_loss(scores, y)) * len(y)
-        correct += int((scores.argmax(1) == y).sum())
-        total += len(y)
-    return {"loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1), "samples": total}
+    """Loss, the task's metric and sample count on ``split`` (the trainer and ``localearn eval``)."""
+    return get_task(learner.task).evaluate(learner, data, split, batch_size, device, stage)
 
 
 class Callback:
     """Hooks into the loop; override what you need."""
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, stage: Stage, epoch: int) -> None: ...
 
     def on_batch_end(self, trainer: Trainer, stage: Stage, logs: dict[str, float]) -> None: ...
 
@@ -141,6 +142,8 @@ class _State:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     units: list[dict[str, Any]] = field(default_factory=list)
+    diverged: dict[str, Any] | None = None
+    best_state_metrics: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -176,6 +179,7 @@ class Trainer:
         blocker = learner.trainer_blocker()
         if blocker is not None:
             raise ConfigError(blocker)
+        self.task = get_task(learner.task)
         self.device = resolve_device(self.config.device)
         self.learner = learner.to(self.device)
         self.data = data
@@ -200,12 +204,13 @@ class Trainer:
         self.state = _State()
         self.saved = SavedTensorMeter(list(learner.parameters()))
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._cuda_peaks: dict[str, int] = {}
+        self.cuda_peaks: dict[str, int] = {}
+        self.resumed_rss = 0
 
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:
-        """Loss and accuracy on ``split`` of the whole model (``stage=None``) or of a unit."""
-        return evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
+        """Loss and the task's metric on ``split`` of the whole model (``stage=None``) or a unit."""
+        return self.task.evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
 
     @torch.no_grad()
     def evaluate_layers(self, split: str) -> dict[str, float]:
@@ -227,10 +232,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- training
     def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):  # a non-finite score never becomes the best state
+            return False
         best = self.state.best_metric
         if best is None:
             return True
-        if self.stop_metric == "val_acc":
+        if self.stop_metric == "val_acc" and self.task.higher_is_better:
             return value > best + self.config.min_delta
         return value < best - self.config.min_delta
 
@@ -239,52 +246,43 @@ class Trainer:
         cfg, st = self.config, self.state
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "order", st.global_epoch))
         torch.manual_seed(derive_seed(cfg.seed, "draws", st.global_epoch))  # negatives, noise
-        batches = iter(self.data.train_batches(cfg.batch_size, gen))
+        layers = [self.learner.local_layers[i] for i in stage.layers]
+        epoch = st.epoch_in_stage + 1
         losses: list[float] = []
-        while True:
-            warm = st.steps < cfg.warmup_steps
-            window = "warmup" if warm else "train"
-            with self.meter.phase(window), self.saved:
-                for batch in batches:
-                    logs = self.learner.train_step(to_device(batch, self.device), stage)
-                    st.steps += 1
-                    st.samples += _batch_size(batch)
-                    losses.append(logs["loss"])
-                    bar.update(1)
-                    for cb in self.callbacks:
-                        cb.on_batch_end(self, stage, logs)
-                    if warm and st.steps >= cfg.warmup_steps:
-                        break
-                else:
-                    break
-            if warm and st.steps >= cfg.warmup_steps:
-                self._reset_cuda_peak()  # the peak is taken after warm-up (Rule 3)
+        with metered_steps(self.data.train_batches(cfg.batch_size, gen), self.meter, self.saved,
+                           lambda: st.steps, cfg.warmup_steps, self.device) as batches:
+            for batch in batches:
+                logs = self.learner.train_step(to_device(batch, self.device), stage)
+                st.steps += 1
+                st.samples += _batch_size(batch)
+                # train_step returns Python floats, so this check costs no device sync.
+                outcome.check_step(logs, layers, stage.name, epoch, st.steps)
+                losses.append(logs["loss"])
+                bar.update(1)
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, stage, logs)
+        outcome.check_parameters(layers, stage.name, epoch, st.steps)  # once per epoch
         return sum(losses) / max(len(losses), 1)
-
-    def _reset_cuda_peak(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _run_stage(self, stage: Stage) -> None:
         cfg, st = self.config, self.state
         self.meter.unit = stage.name  # probes (energy) attribute windows to the unit
-        self.learner.set_train_mode(stage)
         if self.device.type == "cuda" and st.steps >= cfg.warmup_steps:
             torch.cuda.reset_peak_memory_stats(self.device)
         stopped_early = False
         cap = cfg.epochs if stage.max_epochs is None else min(cfg.epochs, stage.max_epochs)
+        metric = self.task.metric
         while st.epoch_in_stage < cap:
-            self.learner.set_train_mode(stage)
+            self.learner.start_epoch(stage, st.epoch_in_stage + 1, cap)
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, stage, st.epoch_in_stage + 1)
             desc = f"{stage.name} {st.epoch_in_stage + 1}/{cap}"
             with tqdm(total=self.data.num_batches(cfg.batch_size), desc=desc, leave=False,
                       disable=not cfg.progress or None, unit="batch") as bar:
                 train_loss = self._train_epoch(stage, bar)
             with self.meter.phase("validate"):
                 val = self.evaluate("val", stage)
-            value = val["accuracy"] if self.stop_metric == "val_acc" else val["loss"]
+            value = val[metric] if self.stop_metric == "val_acc" else val["loss"]
             improved = self._improved(value)
             if improved:
                 st.best_metric, st.best_epoch, st.bad_epochs = value, st.epoch_in_stage, 0
@@ -294,7 +292,7 @@ class Trainer:
                 st.bad_epochs += 1
             record = {
                 "unit": stage.name, "epoch": st.epoch_in_stage + 1, "global_epoch": st.global_epoch + 1,
-                "train_loss": train_loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                "train_loss": train_loss, "val_loss": val["loss"], f"val_{metric}": val[metric],
                 "best": improved,
             }
             st.history.append(record)
@@ -303,7 +301,7 @@ class Trainer:
             if cfg.progress:
                 tqdm.write(
                     f"{stage.name:>10} epoch {record['epoch']:>3}  loss {train_loss:.4f}  "
-                    f"val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}" + ("  *" if improved else "")
+                    f"val_loss {val['loss']:.4f}  val_{metric} {val[metric]:.4f}" + ("  *" if improved else "")
                 )
             for cb in self.callbacks:
                 cb.on_epoch_end(self, stage, record)
@@ -311,6 +309,8 @@ class Trainer:
             if stopped_early:
                 break
             self._checkpoint()
+        if st.best_metric is None:
+            raise outcome.never_finite(stage.name, self.stop_metric, st.epoch_in_stage, st.steps)
         self._finish_stage(stage, stopped_early)
 
     def _finish_stage(self, stage: Stage, stopped_early: bool) -> None:
@@ -318,7 +318,7 @@ class Trainer:
         if self.config.restore_best and self._best_state is not None:
             self.learner.load_state_dict(self._best_state)  # before the stage is frozen (Rule 2)
         if self.device.type == "cuda":
-            self._cuda_peaks[stage.name] = int(torch.cuda.max_memory_allocated(self.device))
+            self.cuda_peaks[stage.name] = int(torch.cuda.max_memory_allocated(self.device))
         st.units.append({
             "unit": stage.name, "layers": list(stage.layers), "epochs": st.epoch_in_stage,
             "data_passes": st.epoch_in_stage, "best_epoch": st.best_epoch + 1,
@@ -327,6 +327,23 @@ class Trainer:
         st.stage_index += 1
         st.epoch_in_stage, st.best_metric, st.best_epoch, st.bad_epochs = 0, None, -1, 0
         self._best_state = None
+        self._checkpoint()
+
+    def _diverge(self, info: dict[str, Any]) -> None:
+        """Record the divergence; evaluate the unit's best finite state apart, if there is one."""
+        st = self.state
+        st.diverged = info
+        if self._best_state is not None:
+            self.learner.load_state_dict(self._best_state)
+            with self.meter.phase("test"):
+                test, val = self.evaluate("test"), self.evaluate("val")
+            metric = self.task.metric
+            st.best_state_metrics = {
+                "unit": info["unit"], "best_epoch": st.best_epoch + 1,
+                f"test_{metric}": test[metric], "test_loss": test["loss"],
+                f"val_{metric}": val[metric], "val_loss": val["loss"],
+                "note": "the restored best state of the diverged unit; not a result of this run",
+            }
         self._checkpoint()
 
     # --------------------------------------------------------------------------- checkpoints
@@ -343,8 +360,8 @@ class Trainer:
                     "best_state": self._best_state,
                     "trainer": asdict(self.state),
                     "meters": {"phases": self.meter.state(), "saved": self.saved.state(),
-                               "peak_rss_bytes": peak_rss_bytes(), "cuda_peaks": self._cuda_peaks},
-                    "complete": self.state.stage_index >= len(self.stages),
+                               "peak_rss_bytes": peak_rss_bytes(), "cuda_peaks": self.cuda_peaks},
+                    "complete": self.state.stage_index >= len(self.stages) and self.state.diverged is None,
                 },
                 self.out_dir / CHECKPOINT_NAME,
             )
@@ -362,26 +379,35 @@ class Trainer:
         self.state = _State(**ckpt["trainer"])
         self.meter.load_state(ckpt["meters"]["phases"])
         self.saved.load_state(ckpt["meters"]["saved"])
-        self._resumed_rss = int(ckpt["meters"].get("peak_rss_bytes", 0))
-        self._cuda_peaks = dict(ckpt["meters"].get("cuda_peaks", {}))
+        self.resumed_rss = int(ckpt["meters"].get("peak_rss_bytes", 0))
+        self.cuda_peaks = dict(ckpt["meters"].get("cuda_peaks", {}))
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
-        """Train every remaining unit, test once, write ``run.json``; returns the run record."""
+        """Train every remaining unit, test once, write ``run.json``; returns the run record.
+
+        A diverged run (now or in the checkpoint resumed from) is tested no further: its record
+        has ``status = "diverged"`` and no scores in ``metrics`` (see :mod:`localearn.outcome`).
+        """
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            while self.state.stage_index < len(self.stages):
+            while self.state.diverged is None and self.state.stage_index < len(self.stages):
                 self._run_stage(self.stages[self.state.stage_index])
         except KeyboardInterrupt:
-            self._write_run(self._result("interrupted"))
+            self._write_run(run_record(self, "interrupted"))
             raise
+        except outcome.Diverged as exc:
+            self._diverge(exc.info)
         self.meter.unit = None
-        with self.meter.phase("test"):
-            test = self.evaluate("test")
-            val = self.evaluate("val")
-            layer_acc = self.evaluate_layers("test")
-        result = self._result("complete", test, val, layer_acc)
+        if self.state.diverged is not None:
+            result = run_record(self, "diverged")
+        else:
+            with self.meter.phase("test"):
+                test = self.evaluate("test")
+                val = self.evaluate("val")
+                layer_acc = self.evaluate_layers("test") if self.task.name == "classification" else {}
+            result = run_record(self, "complete", test, val, layer_acc)
         self._write_run(result)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
@@ -390,75 +416,6 @@ class Trainer:
     def _write_run(self, result: dict[str, Any]) -> None:
         if self.out_dir is not None:
             write_json(result, self.out_dir / RUN_NAME)
-
-    def _result(self, status: str, test: dict[str, float] | None = None, val: dict[str, float] | None = None,
-                layer_acc: dict[str, float] | None = None) -> dict[str, Any]:
-        st, cfg = self.state, self.config
-        train_s = self.meter.total("warmup", "train")
-        per_layer: dict[str, dict[str, Any]] = {}
-        for layer in self.learner.local_layers:
-            entry: dict[str, Any] = {
-                "parameters": sum(p.numel() for p in layer.parameters()),
-                "peak_saved_activation_bytes": self.saved.per_layer.get(layer.layer_name, 0),
-            }
-            if layer_acc and layer.layer_name in layer_acc:
-                entry["test_accuracy"] = layer_acc[layer.layer_name]
-            per_layer[layer.layer_name] = entry
-        cuda = self.device.type == "cuda"
-        metrics = {
-            "test_accuracy": test["accuracy"] if test else None,
-            "test_loss": test["loss"] if test else None,
-            "val_accuracy": val["accuracy"] if val else None,
-            "val_loss": val["loss"] if val else None,
-            "train_seconds": train_s,
-            "warmup_seconds": self.meter.seconds.get("warmup", 0.0),
-            "validate_seconds": self.meter.seconds.get("validate", 0.0),
-            "checkpoint_seconds": self.meter.seconds.get("checkpoint", 0.0),
-            "test_seconds": self.meter.seconds.get("test", 0.0),
-            "samples_per_second": st.samples / train_s if train_s > 0 else None,
-            "steps": st.steps,
-            "data_passes": sum(u["data_passes"] for u in st.units) + st.epoch_in_stage,
-            "epochs": st.global_epoch,
-            "peak_saved_activation_bytes": self.saved.peak_bytes,
-            "peak_rss_bytes": max(peak_rss_bytes(), getattr(self, "_resumed_rss", 0)),
-            # Training peak: the highest unit peak (the live counter was reset at each unit start
-            # and now also holds the test pass); the live counter only before any unit finished.
-            "cuda_peak_allocated_bytes": (max(self._cuda_peaks.values()) if self._cuda_peaks
-                                          else int(torch.cuda.max_memory_allocated(self.device))) if cuda else None,
-            "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)) if cuda else None,
-            "cuda_peak_allocated_per_unit": self._cuda_peaks if cuda else None,
-            "per_layer": per_layer,
-            "energy": {"method": "not_measured",
-                       "reason": "not requested (localearn train --energy, or probes=[EnergyProbe()])"},
-        }
-        for probe in self.meter.probes:
-            metrics.update(probe.report())
-        return {
-            "status": status,
-            **self.run_info,
-            "arch": str(self.learner.arch),
-            "schedule": self.learner.schedule_mode,
-            "seed": cfg.seed,
-            "config": {**asdict(cfg), "optimizer_resolved": self.optim_settings,
-                       "stop_metric_resolved": self.stop_metric},
-            "stop_rule": {"metric": self.stop_metric, "patience": cfg.patience, "min_delta": cfg.min_delta,
-                          "cap_epochs_per_unit": cfg.epochs, "restore_best": cfg.restore_best},
-            "versions": versions(),
-            "device": device_info(self.device),
-            "data": self.data.info,
-            "units": st.units,
-            "history": st.history,
-            "phases_seconds": dict(self.meter.seconds),
-            "metrics": metrics,
-            "methods": {
-                "train_seconds": "time.perf_counter over the warmup+train windows, device-synchronised edges",
-                "peak_saved_activation_bytes": "autograd saved_tensors_hooks, live bytes, parameters excluded",
-                "peak_rss_bytes": "getrusage ru_maxrss (process lifetime, includes data loading)",
-                "cuda_peak_allocated_bytes": "torch.cuda.max_memory_allocated after warm-up reset, max over units",
-                "cuda_peak_reserved_bytes": "torch.cuda.max_memory_reserved since the last unit start (includes test)",
-                "data_passes": "training-set passes summed over training units",
-            },
-        }
 
 
 def _batch_size(batch: Any) -> int:
