@@ -58,6 +58,7 @@ class Backprop(LocalLearner):
     paper = "Rumelhart, Hinton & Williams, Nature 1986 (same-architecture baseline)"
     schedules = ("joint",)
     block_local = False  # one global loss: the baseline, not a local learner
+    coupling = "one global loss: the whole network is one layer trained end to end by backprop"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 
     def __init__(

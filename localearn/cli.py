@@ -199,7 +199,8 @@ def cmd_algos(args: argparse.Namespace) -> int:
         print(f"{r['name']}{alias}\n  paper: {r['paper']}\n"
               f"  schedules: {', '.join(r['schedules'])} (default {r['default_schedule']}); "
               f"data: {'graphs' if r['graphs'] else 'images'}; block-local: {r['block_local']}; "
-              f"stops on: {r['stop_metric']}; default arch: {r['default_arch']}")
+              f"stops on: {r['stop_metric']}; default arch: {r['default_arch']}"
+              + (f"\n  coupling: {r['coupling']}" if r.get("coupling") else ""))
     return 0
 
 

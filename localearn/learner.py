@@ -52,7 +52,11 @@ class LocalLearner(nn.Module):
             schedules: the schedules this learner supports.
         stop_metric: ``val_loss`` (CE of the unit's scores, the protocol default) or ``val_acc``
             for learners whose own loss is no model-selection signal.
-        block_local: False for learners that are local in time only (NoProp-CT/FM).
+        block_local: whether every layer's update is computed from its own local loss alone
+            (checked by the conformance suite); False for the backprop baselines, learners local
+            in time only (NoProp-CT/FM) and updates coupled across layers (CCL's network clip).
+        coupling: what couples the updates when ``block_local`` is False (shown by
+            ``localearn algos``; required by the conformance suite).
         default_arch: used when no ``arch`` is given; test_arch: a small one for the
             conformance suite.
         default_optimizer: optimizer name, lr and weight decay of the reference recipe.
@@ -65,7 +69,8 @@ class LocalLearner(nn.Module):
     schedule: ClassVar[str] = "joint"
     schedules: ClassVar[tuple[str, ...]] = ("joint",)
     stop_metric: ClassVar[str] = "val_loss"
-    block_local: ClassVar[bool] = True
+    block_local: bool = True
+    coupling: ClassVar[str] = ""
     task: str = "classification"
     default_arch: ClassVar[str] = "mlp:2x1000"
     test_arch: ClassVar[str] = "mlp:2x32"
@@ -234,6 +239,7 @@ class LocalLearner(nn.Module):
             "default_schedule": cls.schedule,
             "graphs": cls.supports_graphs,
             "block_local": cls.block_local,
+            "coupling": cls.coupling or None,
             "stop_metric": cls.stop_metric,
             "default_arch": cls.default_arch,
         }

@@ -123,6 +123,9 @@ class CounterCurrent(LocalLearner):
     aliases = ("ccl",)
     paper = "Kao & Hariharan, Counter-Current Learning, NeurIPS 2024, arXiv 2409.19841"
     schedules = ("joint",)
+    block_local = False  # with the default clip_scope="network"; "pair" makes an instance block-local
+    coupling = ("network-wide gradient clip (clip_scope='network', as released): one norm over all pairs "
+                "of each network side scales every pair's update; clip_scope='pair' removes it")
     default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
@@ -182,6 +185,9 @@ class CounterCurrent(LocalLearner):
             raise ConfigError("filter_target needs class scores; it is not valid in autoencoder mode")
         self.mode, self.grad_clip, self.momentum = mode, float(grad_clip), momentum
         self.clip_scope = clip_scope
+        # Only the network-wide clip couples pairs: each pair's update is then scaled by a norm
+        # taken over every pair's gradient (see the class attribute ``coupling``).
+        self.block_local = clip_scope == "pair" or self.grad_clip == 0
         self._parked: dict[torch.optim.Optimizer, list[tuple[str, Tensor, Tensor]]] = {}  # network clip
         self._applying = False
         self.warmup_steps, self.grad_centralization = int(warmup_steps), bool(grad_centralization)

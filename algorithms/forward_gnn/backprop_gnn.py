@@ -70,6 +70,8 @@ class BackpropGNN(LocalLearner):
     aliases = ("bp_gnn",)
     paper = "Backprop baseline of Park et al., ICLR 2024 (PyG GCN / GraphSAGE / GAT)"
     supports_graphs = True
+    block_local = False  # one global loss: the baseline, not a local learner
+    coupling = "one global loss: the whole GNN is one layer trained end to end by backprop"
     schedules = ("joint",)
     default_arch = "gcn:128x2"
     test_arch = "gcn:16x2"

@@ -199,6 +199,7 @@ class _ContinuousNoProp(LocalLearner):
 
     variant: ClassVar[str] = ""
     block_local = False
+    coupling = "one time-conditioned network: local in time only, not across blocks"
     schedules = ("joint",)
     default_arch = "cnn:32-64-128"
     test_arch = "cnn:8-16"

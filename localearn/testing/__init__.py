@@ -8,6 +8,7 @@ learner is enrolled automatically). Each check takes a learner *name* and raises
 
 from localearn.testing.conformance import (
     CHECKS,
+    check_declared_coupling,
     check_deterministic,
     check_loss_falls,
     check_no_gradient_crosses_layers,
@@ -19,6 +20,7 @@ from localearn.testing.conformance import (
 
 __all__ = [
     "CHECKS",
+    "check_declared_coupling",
     "check_deterministic",
     "check_loss_falls",
     "check_no_gradient_crosses_layers",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from localearn.learner import LocalLearner, Stage
 from localearn.registry import get_algorithm
@@ -193,6 +194,60 @@ def check_runs_without_triton(name: str) -> None:
             os.environ["LOCALEARN_KERNELS"] = env
 
 
+def check_declared_coupling(name: str) -> None:
+    """A learner that says it is block-local updates every layer from its own local loss alone.
+
+    Each ``LocalLayer.forward_loss`` call is wrapped to take the gradient of that loss with
+    respect to the layer's own parameters (in the same call, so side effects such as running
+    statistics happen once); every optimizer step must then use exactly that gradient. A learner
+    whose update mixes in anything else (a clip coefficient over other layers, a global loss)
+    must set ``block_local = False`` and say what couples it in ``coupling``.
+    """
+    fx = make_fixture(name)
+    learner = fx.learner
+    if not learner.block_local:
+        assert learner.coupling.strip(), f"{name}: block_local is False but coupling does not say why"
+        return
+    expected: dict[int, Tensor | None] = {}
+    restore = []
+    for layer in learner.local_layers:
+        original = layer.forward_loss
+        params = [p for p in layer.parameters() if p.requires_grad]
+
+        def wrapped(x: Any, ctx: Any, _orig: Any = original, _params: list[Any] = params) -> Any:
+            h, loss = _orig(x, ctx)
+            if loss.requires_grad and _params:
+                grads = torch.autograd.grad(loss, _params, retain_graph=True, allow_unused=True)
+                for p, g in zip(_params, grads, strict=True):
+                    expected[id(p)] = None if g is None else g.detach().clone()
+            return h, loss
+
+        layer.forward_loss = wrapped  # type: ignore[method-assign]
+        restore.append((layer, original))
+    names = {id(p): n for n, p in learner.named_parameters()}
+    mismatches: list[str] = []
+
+    def record(_i: int, _with_grad: set[str]) -> None:
+        for p in learner.parameters():
+            if p.grad is None or id(p) not in expected:
+                continue
+            ref = expected[id(p)]
+            if ref is None or not torch.allclose(p.grad, ref, rtol=1e-5, atol=1e-7):
+                mismatches.append(names[id(p)])
+
+    try:
+        with _spy_on_steps(learner, record):
+            _train_all(fx, 2)
+    finally:
+        for layer, original in restore:
+            layer.forward_loss = original  # type: ignore[method-assign]
+    assert not mismatches, (
+        f"{name}: declares block_local, but these parameters stepped with a gradient other than "
+        f"their own layer's local-loss gradient: {sorted(set(mismatches))[:5]} (declare "
+        f"block_local = False and describe the coupling)"
+    )
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "no_gradient_crosses_layers": check_no_gradient_crosses_layers,
     "loss_falls": check_loss_falls,
@@ -200,6 +255,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "state_dict_round_trip": check_state_dict_round_trip,
     "predict_shape": check_predict_shape,
     "runs_without_triton": check_runs_without_triton,
+    "declared_coupling": check_declared_coupling,
 }
 
 __all__ = ["CHECKS", "Fixture", "Stage", "make_fixture"]

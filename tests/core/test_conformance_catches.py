@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from localearn.algorithms.counter_current import CounterCurrent
 from localearn.algorithms.mono_forward import MonoForward
 
+import localearn
 import localearn.registry as reg
 from localearn.learner import Stage
-from localearn.testing import check_deterministic, check_no_gradient_crosses_layers
+from localearn.testing import check_declared_coupling, check_deterministic, check_no_gradient_crosses_layers
 
 
 class Leaky(MonoForward):
@@ -51,3 +53,37 @@ def test_nondeterministic_learner_fails_the_seed_check(monkeypatch: pytest.Monke
     monkeypatch.setitem(reg._REGISTRY, Noisy.name, Noisy)
     with pytest.raises(AssertionError, match="differ between identically seeded runs"):
         check_deterministic(Noisy.name)
+
+
+class ClaimsLocal(CounterCurrent):
+    """CCL with the network-wide clip that still claims to be block-local."""
+
+    name = "claims_local_test_only"
+    aliases = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.block_local = True
+
+
+class PairClip(CounterCurrent):
+    name = "pair_clip_test_only"
+    aliases = ()
+    test_options = {"clip_scope": "pair"}  # noqa: RUF012
+
+
+def test_a_coupled_learner_that_claims_block_locality_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CCL's network clip scales each pair's step by a norm over all pairs: the check sees it."""
+    monkeypatch.setitem(reg._REGISTRY, ClaimsLocal.name, ClaimsLocal)
+    with pytest.raises(AssertionError, match="declares block_local, but these parameters stepped"):
+        check_declared_coupling(ClaimsLocal.name)
+    monkeypatch.setitem(reg._REGISTRY, PairClip.name, PairClip)
+    assert PairClip("mlp:2x32", (1, 8, 8), 10, clip_scope="pair").block_local
+    check_declared_coupling(PairClip.name)  # per-pair clipping is block-local, and passes
+
+
+def test_ccl_and_the_backprop_baselines_declare_their_coupling() -> None:
+    caps = {n: localearn.get_algorithm(n).capabilities() for n in ("counter_current", "backprop_gnn", "backprop")}
+    assert all(c["block_local"] is False and c["coupling"] for c in caps.values())
+    assert "network-wide gradient clip" in caps["counter_current"]["coupling"]
+    assert localearn.get_algorithm("mono_forward").capabilities()["block_local"] is True
