@@ -6,9 +6,9 @@
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004.
 Node classification: ``forward_gnn`` (variant ``sf``, greedy, per-layer early stopping and restore)
 and ``backprop_gnn`` (PyG GCN) on the public Planetoid split, both ``gcn:128x2``, same seed, same
-stopping rule (``--epochs`` cap per unit, ``--patience``). Link prediction:
-:func:`~localearn.algorithms.forward_gnn.link.fit_link` (``dot`` objective, and the backprop
-encoder). Memory: peak bytes saved for backward (autograd hooks) for 1..``--max-depth`` layers of
+stopping rule (``--epochs`` cap per unit, ``--patience``). Link prediction: the same two learners
+as Trainer runs with ``task="link"`` (``dot`` objective; see
+:mod:`localearn.algorithms.forward_gnn.link`). Memory: peak bytes saved for backward (autograd hooks) for 1..``--max-depth`` layers of
 128, a few epochs each (the per-step peak does not depend on how long a run trains). Results are
 printed and written to ``benchmarks/results/forward_gnn_<device>_<date>.json``.
 """
@@ -23,11 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from localearn.algorithms.forward_gnn.link import fit_link
 
 import localearn
-from localearn.data import load_dataset
-from localearn.data.graphs import GraphData
 from localearn.measure import device_info, versions
 from localearn.utils import resolve_device
 
@@ -71,15 +68,16 @@ def main() -> None:
 
     link = {}
     if not args.skip_link:
-        data = load_dataset(args.dataset, args.data_dir)
-        assert isinstance(data, GraphData)
-        graph = data.graph
-        for learner in ("forward_gnn", "backprop"):
-            res = fit_link(graph, args.arch, learner=learner, objective="dot", epochs=args.link_epochs,
-                           patience=args.patience, seed=args.seed)
-            link[learner] = res
-            print(f"link {learner:>13} {args.arch}: test ROC-AUC {res['test_auc']:.4f}  val {res['val_auc']:.4f}  "
-                  f"units {[(u['unit'], u['epochs'], u['best_epoch']) for u in res['units']]}", flush=True)
+        for algo in ("forward_gnn", "backprop_gnn"):
+            r = localearn.fit(algo, args.dataset, arch=args.arch, data_dir=args.data_dir, task="link",
+                              epochs=args.link_epochs, patience=args.patience, seed=args.seed,
+                              device=args.device, progress=False)
+            m = r["metrics"]
+            link[algo] = {"test_auc": m["test_roc_auc"], "val_auc": m["val_roc_auc"], "units": r["units"],
+                          "train_seconds": m["train_seconds"],
+                          "peak_saved_activation_bytes": m["peak_saved_activation_bytes"]}
+            print(f"link {algo:>13} {args.arch}: test ROC-AUC {m['test_roc_auc']:.4f}  val {m['val_roc_auc']:.4f}  "
+                  f"units {[(u['unit'], u['epochs'], u['best_epoch']) for u in r['units']]}", flush=True)
 
     memory: dict[str, list[int]] = {"forward_gnn": [], "backprop_gnn": []}
     kind, width = args.arch.split(":")[0], args.arch.split(":")[1].split("x")[0]

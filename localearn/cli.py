@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
     t.add_argument("--schedule", choices=["joint", "greedy"], default=None,
                    help="joint: every layer each batch; greedy: stage by stage")
+    t.add_argument("--task", choices=["classification", "link", "autoencoder"], default=None,
+                   help="what to learn: link (forward_gnn, backprop_gnn), autoencoder (counter_current)")
     t.add_argument("--patience", type=int, default=20, help="epochs without improvement per unit")
     t.add_argument("--stop-metric", choices=["val_loss", "val_acc"], default=None)
     t.add_argument("--no-restore", action="store_true", help="do not restore best states (all arms)")
@@ -144,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = fit(
             args.algo, args.dataset, arch=args.arch, schedule=args.schedule, data_dir=args.data_dir,
-            download=args.download, split_seed=args.split_seed,
+            download=args.download, split_seed=args.split_seed, task=args.task,
             learner_options=_options(args.opt, "--opt"), dataset_options=_options(args.data_opt, "--data-opt"),
             out=out, resume=args.resume, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, optimizer=args.optimizer, patience=args.patience,

@@ -26,11 +26,15 @@ class Context:
         num_classes: C.
         extras: learner-specific values (negatives, noise level, feedback prototypes, the graph's
             ``edge_index`` and node masks for graph learners).
+        inputs: the first layer's input when the learner builds it from the batch (FF's
+            positive and negative rows, ForwardGNN's graph with virtual nodes); None: the batch's
+            inputs as they are.
     """
 
     y: Tensor | None
     num_classes: int
     extras: dict[str, Any] = field(default_factory=dict)
+    inputs: Any = None
 
     def __getitem__(self, key: str) -> Any:
         return self.extras[key]
@@ -63,9 +67,15 @@ class LocalLayer(nn.Module):
         """A scalar computed from this layer's own output ``h``."""
         raise NotImplementedError
 
+    def infer(self, x: Tensor, ctx: Context) -> Tensor:
+        """The forward map given the step's context; a layer whose forward needs more than ``x``
+        (a graph layer's edges) reads it from ``ctx`` here. Used by the learner's chain for frozen
+        layers and by :meth:`forward_loss`."""
+        return self(x)
+
     def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """Forward and local loss together; override only to call a fused kernel."""
-        h = self(x)
+        h = self.infer(x, ctx)
         return h, self.local_loss(h, ctx)
 
     @final

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, parse_arch
@@ -100,7 +99,7 @@ class LocalLearner(nn.Module):
         self.schedule_mode = mode
         self.layers = nn.ModuleList()
 
-    # ----------------------------------------------------------------- construction helpers
+    # ------------------------------------------------------------------------------ helpers
     @property
     def local_layers(self) -> list[LocalLayer]:
         """``self.layers`` typed as local layers."""
@@ -112,81 +111,67 @@ class LocalLearner(nn.Module):
         self.layers.append(layer)
         return layer
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the learner steps, in module order (saved and restored by checkpoints):
+        those of ``self.layers`` and of any other local layer it holds (e.g. FF's classifier)."""
+        return [m.optimizer for m in self.modules() if isinstance(m, LocalLayer) and m.optimizer is not None]
+
+    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
+        """Inputs and targets of a batch (image learners: ``(x, y)``; graph learners: the graph
+        and the labels of the nodes it is about)."""
+        return batch[0], batch[1]
+
+    # -------------------------------------------------------------------------------- hooks
     def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
         """Give every layer its own optimizer from ``factory``; returns them in a stable order."""
         for layer in self.local_layers:
             layer.optimizer = factory(layer.parameters())
         return self.optimizers()
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """Every optimizer the learner steps (saved and restored by checkpoints)."""
-        return [layer.optimizer for layer in self.local_layers if layer.optimizer is not None]
-
-    # ----------------------------------------------------------------------- data plumbing
-    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
-        """Inputs and integer targets of a batch (image learners: ``(x, y)``)."""
-        return batch[0], batch[1]
-
     def make_context(self, batch: Any) -> Context:
-        """What the layers need beside their input; by default the labels."""
+        """What the layers need beside their input; by default the labels. A learner that builds
+        the first layer's input from the batch returns it as ``Context.inputs``."""
         _, y = self.split_batch(batch)
         return Context(y=y, num_classes=self.num_classes)
 
-    def callbacks(self) -> list[Any]:
-        """Trainer callbacks the learner's recipe needs (e.g. FF's lr cool-down); the
-        :class:`~localearn.trainer.Trainer` attaches them itself."""
-        return []
-
-    # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
         """The training units: the whole network (joint) or one per layer (greedy)."""
         if self.schedule_mode == "greedy":
             return [Stage(layer.layer_name, (i,)) for i, layer in enumerate(self.local_layers)]
         return [Stage("network", tuple(range(len(self.layers))))]
 
-    def set_train_mode(self, stage: Stage) -> None:
-        """Train mode for the stage's layers, eval mode for frozen ones (no BN statistics drift)."""
+    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
+        """Called by the Trainer before every epoch of ``stage`` (1-based ``epoch`` of at most
+        ``epochs``): train mode for the unit's layers, eval mode for frozen ones (no BN statistics
+        drift). A learner whose recipe changes with the epoch (FF's lr cool-down, CaFo's cache
+        bookkeeping) extends it."""
         self.train()
         for i, layer in enumerate(self.local_layers):
             if i not in stage.layers:
                 layer.eval()
 
-    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
-        """Called by the Trainer before every epoch of ``stage`` (1-based ``epoch`` of at most
-        ``epochs``): train mode for the unit's layers, eval mode for the others. A learner whose
-        recipe changes with the epoch (FF's lr cool-down, CaFo's epoch bookkeeping) extends it."""
-        self.set_train_mode(stage)
-
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        """Chain ``layer.train_step`` through the layers of ``stage``.
+        """The chain: ``layer.train_step`` through the layers of ``stage``.
 
-        Layers before the stage run under no-grad (the frozen prefix of a greedy schedule is
-        recomputed every batch, as in the reference); layers after it are skipped.
+        The chain starts from ``ctx.inputs`` (or the batch's inputs). Layers before the stage run
+        under no-grad through :meth:`LocalLayer.infer` (so context-aware layers get their graph):
+        the frozen prefix of a greedy schedule is recomputed every batch, as in the reference;
+        layers after it are skipped. Learners extend this (CCL's parked clip, NoProp's head);
+        none re-implements it.
         """
-        x, _ = self.split_batch(batch)
         ctx = self.make_context(batch)
-        last = max(stage.layers)
+        h = ctx.inputs if ctx.inputs is not None else self.split_batch(batch)[0]
         losses: dict[str, float] = {}
-        h = x
-        for i, layer in enumerate(self.local_layers):
-            if i > last:
-                break
+        last = max(stage.layers, default=-1)
+        for i, layer in enumerate(self.local_layers[: last + 1]):
             if i in stage.layers:
                 h, loss = layer.train_step(h, ctx)
                 losses[f"loss/{layer.layer_name}"] = float(loss)
             else:
                 with torch.no_grad():
-                    h = layer(h)
+                    h = layer.infer(h, ctx)
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
-
-    def trainer_blocker(self) -> str | None:
-        """Why the :class:`~localearn.trainer.Trainer` cannot train this learner, or None.
-
-        The trainer selects and reports on class scores; a learner configured to produce none
-        (CCL's autoencoder mode) says so here, so a run is refused before its first epoch.
-        """
-        return None
 
     # ------------------------------------------------------------------------------ tuning
     @classmethod
@@ -224,11 +209,6 @@ class LocalLearner(nn.Module):
         x, y = self.split_batch(batch)
         scores = self.predict(x) if stage is None else self.unit_scores(x, stage)
         return scores, y
-
-    @staticmethod
-    def scores_to_loss(scores: Tensor, y: Tensor) -> Tensor:
-        """Cross-entropy of class scores, the protocol's validation loss."""
-        return F.cross_entropy(scores.float(), y)
 
     # ------------------------------------------------------------------------------ report
     @classmethod

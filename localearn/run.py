@@ -30,6 +30,18 @@ def check_options(algo: str, options: dict[str, Any]) -> None:
     check_kwargs(cls.__init__, options, cls.name, skip=_LEARNER_SKIP)
 
 
+def check_task(algo: str, task: str) -> None:
+    """A ``--task`` the learner cannot train is refused with the learners that can."""
+    from localearn.registry import list_algorithms
+    from localearn.tasks import get_task
+
+    get_task(task)
+    if "task" not in (keyword_defaults(get_algorithm(algo).__init__) or {}):
+        able = [n for n in list_algorithms() if "task" in (keyword_defaults(get_algorithm(n).__init__) or {})]
+        raise ConfigError(f"{algo} trains only the classification task; --task {task} needs one of: "
+                          f"{', '.join(able)}")
+
+
 def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
     """The learner's constructor defaults overlaid with ``options``: what the run really used."""
     defaults = keyword_defaults(get_algorithm(algo).__init__, skip=_LEARNER_SKIP) or {}
@@ -52,6 +64,7 @@ def fit(
     *,
     arch: str | None = None,
     schedule: str | None = None,
+    task: str | None = None,
     data_dir: str | Path | None = None,
     download: bool = False,
     split_seed: int = 0,
@@ -70,6 +83,8 @@ def fit(
         dataset: a registered dataset name.
         arch: architecture spec; None takes the learner's default.
         schedule: ``joint`` | ``greedy``; None takes the learner's default.
+        task: ``classification`` | ``link`` | ``autoencoder`` (:mod:`localearn.tasks`), for learners
+            that train more than one (a learner option ``task``); None: the learner's default.
         data_dir, download, split_seed: where data lives, whether to fetch it, the split seed.
         learner_options, dataset_options: passed to the learner / dataset loader.
         out: run directory (checkpoint every epoch, ``run.json`` at the end).
@@ -109,6 +124,9 @@ def fit(
             opts["arch"] = str(parse_arch(arch))  # a bad spec fails before any data is loaded
         if schedule is not None:
             opts["schedule"] = schedule
+        if task is not None:
+            check_task(name, task)
+            opts["task"] = task
     check_options(name, opts)
     if graph != (dataset_kind(dataset) == "graph"):
         kind = "graph" if graph else "image"

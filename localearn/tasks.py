@@ -54,7 +54,7 @@ class Task:
                 loss_sum += mse * n
                 metric_sum += mse * n
             else:
-                loss_sum += float(learner.scores_to_loss(scores, y)) * n
+                loss_sum += float(F.cross_entropy(scores.float(), y)) * n
                 metric_sum += int((scores.argmax(1) == y).sum())
             total += n
         return {"loss": loss_sum / max(total, 1), self.metric: metric_sum / max(total, 1), "samples": total}

@@ -176,15 +176,12 @@ class Trainer:
                 f"{learner.name} takes {'graph' if learner.supports_graphs else 'image'} data, "
                 f"but dataset {data.name!r} is {data.kind} data"
             )
-        blocker = learner.trainer_blocker()
-        if blocker is not None:
-            raise ConfigError(blocker)
         self.task = get_task(learner.task)
         self.device = resolve_device(self.config.device)
         self.learner = learner.to(self.device)
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.callbacks = [*learner.callbacks(), *callbacks]  # the recipe's own first
+        self.callbacks = list(callbacks)
         self.meter = PhaseMeter(self.device, list(probes))
         self.run_info = dict(run_info or {})
         self.stop_metric = self.config.stop_metric or learner.stop_metric

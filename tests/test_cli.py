@@ -36,7 +36,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         (["eval", "/nonexistent/checkpoint.pt"], "no checkpoint at /nonexistent/checkpoint.pt"),
         (["train", "--algo", "fgnn", "--dataset", "digits"], "forward_gnn takes graph data, but dataset 'digits'"),
         (["train", "--algo", "mf", "--dataset", "karate"], "mono_forward takes image data, but dataset 'karate'"),
-        (["train", "--algo", "ccl", "--opt", "mode=autoencoder"], "mode='autoencoder' has no class scores"),
+        (["train", "--task", "link"], "mono_forward trains only the classification task; --task link needs"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:

@@ -19,10 +19,13 @@ Blocks (``blocks=``):
   Alignment. An auxiliary head Linear(d_K, C) on block K gives ``e = softmax(o) − Y``; block K
   and the head take their true local gradient; block k < K gets ``δh_k = e B_k`` with
   ``B_k ∈ R^{C×d_k}`` a fixed Gaussian buffer with unit-norm rows (seeded by ``feedback_seed + k``,
-  or drawn from the run's seeded global RNG when ``feedback_seed`` is None), applied as
-  ``h_k.backward(δh_k)`` on a block run on a detached input: no backward pass through any other
-  block (unlike Beyond-BP, which ran a full ``loss.backward()`` and overwrote the gradients), and
-  one forward per step, so BN running statistics move once per step. Each block has its own
+  or drawn from the run's seeded global RNG when ``feedback_seed`` is None). The unit runs on the
+  learner's base chain, so every block steps through ``LocalLayer.train_step`` on a detached
+  input: ``e`` comes through the context (``make_context`` computes it in one no-grad pass at the
+  current weights, undoing that pass's BN statistics updates), and block k's local loss is the
+  surrogate ``Σ h_k ⊙ (e B_k)``, whose gradient with respect to ``h_k`` is exactly ``δh_k``. No
+  backward pass crosses a block (unlike Beyond-BP, which ran a full ``loss.backward()`` and
+  overwrote the gradients), and BN running statistics move once per step. Each block has its own
   optimizer (the trainer's kind, at ``block_lr``, weight decay ``block_weight_decay`` or the
   trainer's). The unit's validation loss is the CE of the auxiliary head. ``dfa_epochs`` is the
   unit's own epoch budget (``Stage.max_epochs``), so the trainer ends it there.

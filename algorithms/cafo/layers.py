@@ -42,11 +42,13 @@ class CafoBlock(LocalLayer):
         return self.body(x)
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
-        """The auxiliary head's CE (block K); blocks < K have no loss, only DFA feedback."""
+        """Block K: the auxiliary head's CE. Block k < K: the DFA surrogate ``Σ h ⊙ (e B_k)``,
+        whose gradient with respect to ``h`` is exactly the feedback ``e B_k`` (``e`` from
+        ``ctx["dfa_error"]``), so ``LocalLayer.train_step`` applies ``h_k.backward(e B_k)``."""
         if self.head is None:
-            raise NotImplementedError(
-                f"{self.layer_name} is trained by DFA feedback (CaFo._dfa_step), not by a loss"
-            )
+            if self.feedback is None:
+                raise NotImplementedError(f"{self.layer_name} is a random block; it is never trained")
+            return (h * (ctx["dfa_error"] @ self.feedback).view_as(h)).sum()
         assert ctx.y is not None
         return F.cross_entropy(self.head(h.flatten(1)), ctx.y)
 

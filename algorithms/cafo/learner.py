@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
+from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
-from localearn.measure.memory import layer_scope
 from localearn.registry import register_algorithm
 
 from .cache import FeatureCache
@@ -136,11 +136,8 @@ class CaFo(LocalLearner):
             )
         self.register_buffer("dfa_epoch", torch.zeros((), dtype=torch.long))  # survives resume
         self.cache = FeatureCache(int(cache_max_gb * 2**30))
-        self._starting: str | None = (
-            None  # set by set_train_mode: the next train_step opens an epoch
-        )
-        self._stage_epochs: dict[str, int] = {}
         self._train_cache_on = True
+        self._unit: str | None = None  # the unit of the current train_step (make_context reads it)
         self._epoch_counts = [0, 0]  # training lookups and hits in the current epoch
         self._dfa_last_loss = float("nan")
 
@@ -207,31 +204,30 @@ class CaFo(LocalLearner):
         return h
 
     # ---------------------------------------------------------------------------- training
-    def set_train_mode(self, stage: Stage) -> None:
-        super().set_train_mode(stage)
-        self._starting = stage.name  # the trainer calls this once before every epoch
-
-    def _open_epoch(self) -> None:
-        """Bookkeeping at the first step of an epoch (DFA epoch count, augmentation check)."""
-        name, self._starting = self._starting, None
-        if name is None:
-            return
-        n = self._stage_epochs[name] = self._stage_epochs.get(name, 0) + 1
-        if name == "dfa":
+    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
+        """The Trainer's epoch-start hook: DFA epoch count and the augmentation check."""
+        super().start_epoch(stage, epoch, epochs)
+        if stage.name == "dfa":
             self.dfa_epoch += 1
         lookups, hits = self._epoch_counts
-        if n == 1:
+        if epoch == 1:
             self._train_cache_on = True
-        elif n >= 3 and self._train_cache_on and lookups and hits < 0.5 * lookups:
+        elif epoch >= 3 and self._train_cache_on and lookups and hits < 0.5 * lookups:
             self._train_cache_on = False  # rows never repeat: augmented data, caching is useless
             self.cache.clear()
         self._epoch_counts = [0, 0]
 
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
         x, y = self.split_batch(batch)
-        self._open_epoch()
+        self._unit = stage.name
         if stage.name == "dfa":
-            return self._dfa_step(x, y)
+            if self.dfa_epochs is not None and int(self.dfa_epoch) > self.dfa_epochs:
+                return {"loss": self._dfa_last_loss}  # past the DFA budget: an idle epoch
+            # The base chain: every block steps through LocalLayer.train_step on its detached
+            # input, block k < K on its feedback surrogate, block K on the head's CE.
+            logs = super().train_step(batch, stage)
+            self._dfa_last_loss = logs["loss"] = logs[f"loss/{self.blocks[-1].layer_name}"]
+            return logs
         pred = self.layers[stage.layers[0]]
         assert isinstance(pred, CafoPredictor)
         if bool(pred.solved):  # closed-form MSE is solved once; later epochs have nothing to do
@@ -242,46 +238,32 @@ class CaFo(LocalLearner):
             return {"loss": float(loss)}
         return {"loss": pred.accumulate(h, y)}
 
-    def _dfa_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """One DFA update of every block (Nøkland 2016; ALGORITHMS.md §3.1).
+    def make_context(self, batch: Any) -> Context:
+        """Labels; in the DFA unit also ``dfa_error``, the error each block's feedback maps.
 
-        Each block runs on the detached output of the one before, so its graph holds only its own
-        parameters. Block K and the head take the true gradient of CE(head(h_K), y); block k < K
-        gets ``h_k.backward(e B_k)`` with ``e = (softmax(o) − Y) / B`` (the per-sample error of the
-        batch-mean CE), and each block steps its own optimizer before the next one backpropagates.
-        """
-        if self.dfa_epochs is not None and int(self.dfa_epoch) > self.dfa_epochs:
-            return {"loss": self._dfa_last_loss}  # past the DFA budget: an idle epoch
-        blocks = self.blocks
-        hs: list[Tensor] = []
-        h = x
-        for block in blocks:
-            with layer_scope(block.layer_name):
-                h = block(h.detach())  # BN running statistics move once per step
-            hs.append(h)
-        last = blocks[-1]
-        assert last.head is not None
-        with layer_scope(last.layer_name):
-            logits = last.head(hs[-1].flatten(1))
-            loss = F.cross_entropy(logits, y)
-        err = (
-            torch.softmax(logits.detach(), 1) - F.one_hot(y, self.num_classes).to(logits.dtype)
-        ) / y.shape[0]
-        for block, hk in zip(blocks[:-1], hs[:-1], strict=True):
-            assert block.optimizer is not None and block.feedback is not None
-            block.optimizer.zero_grad(set_to_none=True)
-            with layer_scope(block.layer_name):
-                hk.backward((err @ block.feedback).view_as(hk))
-            block.optimizer.step()
-            block.optimizer.zero_grad(set_to_none=True)
-        assert last.optimizer is not None
-        last.optimizer.zero_grad(set_to_none=True)
-        with layer_scope(last.layer_name):
-            loss.backward()
-        last.optimizer.step()
-        last.optimizer.zero_grad(set_to_none=True)
-        self._dfa_last_loss = float(loss.detach())
-        return {"loss": self._dfa_last_loss}
+        ``e = (softmax(o) − Y) / B`` (the per-sample error of the batch-mean CE) comes from one
+        no-grad pass through the blocks and the auxiliary head at the current weights, with
+        BatchNorm in the unit's train mode; the pass's running-statistics updates are undone, so
+        BN statistics move once per step, in the blocks' own forward (Nøkland 2016; ALGORITHMS.md
+        §3.1)."""
+        ctx = super().make_context(batch)
+        if self._unit != "dfa":
+            return ctx
+        x, y = self.split_batch(batch)
+        buffers = [b for blk in self.blocks for name, b in blk.named_buffers() if name != "feedback"]
+        kept = [b.clone() for b in buffers]
+        with torch.no_grad():
+            h = x
+            for block in self.blocks:
+                h = block(h)
+            head = self.blocks[-1].head
+            assert head is not None
+            logits = head(h.flatten(1))
+            for b, old in zip(buffers, kept, strict=True):
+                b.copy_(old)
+        onehot = F.one_hot(y, self.num_classes).to(logits.dtype)
+        ctx.extras["dfa_error"] = (torch.softmax(logits, 1) - onehot) / y.shape[0]
+        return ctx
 
     # --------------------------------------------------------------------------- inference
     def _finalize(self) -> None:

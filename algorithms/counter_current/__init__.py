@@ -25,8 +25,9 @@ spec it is a small MLP stand-in for it that keeps that model's initialisation
 the two image-emitting maps zero) and its BatchNorm (no affine) before every hidden ELU. Its pair
 loss is the MSE plus ``s_ssl`` × the decorrelation of each side (the CNN loss's anti-collapse term,
 in place of the conv model's per-channel centred-map MSE, which has no meaning without channels).
-It is driven by :meth:`CounterCurrent.train_step` and measured with
-:meth:`CounterCurrent.reconstruct` (the trainer's metrics are class scores).
+It is an ordinary Trainer run (``localearn train --algo ccl --task autoencoder``): the trainer's
+``autoencoder`` task scores :meth:`CounterCurrent.reconstruct` by its MSE to the input, for
+validation (the stopping rule and best-state restore), the test metric and checkpoints.
 
 Gradient clipping is the reference's by default (``clip_scope="network"``): one norm over the
 whole forward network and one over the whole feedback network. Pair-wise backward still runs and
@@ -114,6 +115,7 @@ class CounterCurrent(LocalLearner):
         init: ``auto`` (``reference`` in autoencoder mode, ``torch`` otherwise), ``reference``
             (the reference autoencoder's: orthogonal, decoder halves × 1e-3, image-emitting maps
             zero; see :func:`~.pairs.reference_ae_init`) or ``torch`` (PyTorch's Linear default).
+        task: ``classification`` or ``autoencoder`` (the same as ``mode``; what ``--task`` sets).
         act: the nonlinearity of both networks, ``auto`` (ReLU for the conv autoencoder, as the
             released ``stl10_ccl_legacy.yaml``; ELU otherwise, as every released classifier and the
             MLP autoencoder stand-in, whose recipe was tuned with it), ``elu``, ``relu``.
@@ -149,8 +151,16 @@ class CounterCurrent(LocalLearner):
         init: str = "auto",
         clip_scope: str = "network",
         act: str = "auto",
+        task: str | None = None,
     ) -> None:
         super().__init__(arch, input_shape, num_classes, schedule)
+        if task is not None:  # the Trainer's task names the mode (``--task autoencoder``)
+            wanted = {"classification": "classifier", "autoencoder": "autoencoder"}.get(task)
+            if wanted is None:
+                raise ConfigError(f"counter_current trains task classification or autoencoder, not {task!r}")
+            if mode != "classifier" and mode != wanted:
+                raise ConfigError(f"task={task!r} contradicts mode={mode!r}")
+            mode = wanted
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if init not in INITS:
@@ -184,6 +194,7 @@ class CounterCurrent(LocalLearner):
         if mode == "autoencoder" and filter_target:
             raise ConfigError("filter_target needs class scores; it is not valid in autoencoder mode")
         self.mode, self.grad_clip, self.momentum = mode, float(grad_clip), momentum
+        self.task = "autoencoder" if ae else "classification"
         self.clip_scope = clip_scope
         # Only the network-wide clip couples pairs: each pair's update is then scaled by a norm
         # taken over every pair's gradient (see the class attribute ``coupling``).
@@ -361,14 +372,13 @@ class CounterCurrent(LocalLearner):
             out.append(h)
         return out
 
-    def trainer_blocker(self) -> str | None:
+    def evaluate_batch(self, batch: Any, stage: Any = None) -> tuple[Tensor, Tensor]:
+        """Autoencoder mode: the reconstruction and the input (the trainer's ``autoencoder`` task
+        scores their MSE); classifier mode: class scores and labels."""
         if self.mode == "autoencoder":
-            return (
-                "counter_current in mode='autoencoder' has no class scores for the trainer to select "
-                "and report on; drive it with train_step() and reconstruct() "
-                "(benchmarks/bench_counter_current.py --parts ae does)"
-            )
-        return None
+            x, _ = self.split_batch(batch)
+            return self.reconstruct(x), x
+        return super().evaluate_batch(batch, stage)
 
     def predict(self, x: Tensor) -> Tensor:
         if self.mode == "autoencoder":

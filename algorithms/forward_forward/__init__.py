@@ -59,11 +59,13 @@ schedule. CFF here uses the joint schedule (every layer every batch) for "networ
 
 Learning-rate cool-down (``cooldown=True``): lr_e = lr·2(1+E−e)/E for the 1-based epoch
 e > E/2, E the epochs cap per unit, applied to every optimizer, classifier included, and capped
-at lr (for odd E the first cooled epoch would otherwise get (E+1)/E × lr). The learner
-cannot see epochs, so :class:`LinearCooldown` (a :class:`localearn.trainer.Callback`, returned by
-``learner.callbacks()``) tells it the epoch at fit start (also after a resume: the base lr is
-kept in each param group as ``initial_lr``) and after each epoch. Without that callback the lr
-stays constant and a warning says so.
+at lr (for odd E the first cooled epoch would otherwise get (E+1)/E × lr). The Trainer's
+epoch-start hook (``learner.start_epoch(stage, epoch, epochs)``) tells the learner the epoch
+before every epoch (also after a resume: the base lr is kept in each param group as
+``initial_lr``). Without it the lr stays constant and a warning says so.
+
+Collaborative FF runs on the base chain: each layer reads its γ_l from the step's context
+(``FFLayer.gamma``) and, for ``preceding``, adds its own vote to it (``FFLayer.vote``).
 
 Deviations from the reference: the classifier uses its own SGD whatever optimizer the layers use;
 ``hybrid`` masks use 10 blur steps (the paper says "repeatedly"); ``hybrid`` needs the joint
@@ -72,6 +74,6 @@ schedule; only ``mlp:`` architectures are supported.
 
 from __future__ import annotations
 
-from .learner import FFClassifier, FFLayer, ForwardForward, LinearCooldown
+from .learner import FFClassifier, FFLayer, ForwardForward
 
-__all__ = ["FFClassifier", "FFLayer", "ForwardForward", "LinearCooldown"]
+__all__ = ["FFClassifier", "FFLayer", "ForwardForward"]

@@ -22,7 +22,6 @@ from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
-from localearn.trainer import Callback, Trainer
 
 from . import ops
 
@@ -54,6 +53,7 @@ class FFLayer(LocalLayer):
         self.straight_through = straight_through
         self.peer_norm, self.peer_momentum = float(peer_norm), float(peer_momentum)
         self.register_buffer("running_mean", torch.full((out_dim,), 0.5))  # EMA init 0.5
+        self.collab, self.index = "none", 0  # set by the learner (collaborative FF)
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.relu(self.linear(ops.rms_normalise(x)), self.straight_through)
@@ -61,6 +61,28 @@ class FFLayer(LocalLayer):
     def logit(self, h: Tensor) -> Tensor:
         """``G − θ`` of each row (no gradient): this layer's vote in collaborative FF."""
         return (ops.goodness(h.detach(), self.goodness_mode) - self.theta).detach()
+
+    def gamma(self, ctx: Context) -> Tensor | None:
+        """Collaborative FF's γ_l for this layer from the step's context: the other layers' votes
+        (``all``: from the extra pass in ``make_context``), the preceding layers' votes
+        (``preceding``: accumulated along the chain) or None."""
+        if self.collab == "all":
+            return ctx["total"] - ctx["logits"][self.index]
+        return ctx.get("acc") if self.collab == "preceding" else None
+
+    def vote(self, h: Tensor, ctx: Context) -> None:
+        """``preceding``: add this layer's ``G − θ`` to the chain's running vote."""
+        if self.collab == "preceding":
+            acc = ctx.get("acc")
+            ctx.extras["acc"] = self.logit(h) if acc is None else acc + self.logit(h)
+
+    def infer(self, x: Tensor, ctx: Context) -> Tensor:
+        """The forward map in the chain (frozen or training): sets this layer's γ in the context
+        for :meth:`local_loss`, then casts its own vote for the layers after it."""
+        h = self(x)
+        ctx.extras["gamma"] = self.gamma(ctx)
+        self.vote(h, ctx)
+        return h
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         pos = ctx["is_positive"]
@@ -87,28 +109,6 @@ class FFClassifier(LocalLayer):
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
         return F.cross_entropy(h, ctx.y)
-
-
-class LinearCooldown(Callback):
-    """The reference cool-down ``lr_e = lr·2(1+E−e)/E`` for epochs e > E/2 (E = epochs cap).
-
-    Pass it to :func:`localearn.fit` / :class:`~localearn.trainer.Trainer` (``learner.callbacks()``
-    returns it when ``cooldown=True``). It tells the learner the 1-based number of the epoch about
-    to start at fit start (resume included) and after every epoch; a greedy unit restarts at 1.
-    """
-
-    def _set(self, trainer: Trainer, epoch0: int) -> None:
-        learner = trainer.learner
-        if isinstance(learner, ForwardForward):
-            learner.set_epoch(epoch0 + 1, trainer.config.epochs)
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self._set(trainer, trainer.state.epoch_in_stage)
-
-    def on_epoch_end(self, trainer: Trainer, stage: Stage, record: dict[str, Any]) -> None:
-        st, cfg = trainer.state, trainer.config
-        unit_goes_on = st.epoch_in_stage < cfg.epochs and st.bad_epochs < cfg.patience
-        self._set(trainer, st.epoch_in_stage if unit_goes_on else 0)
 
 
 @register_algorithm
@@ -185,9 +185,11 @@ class ForwardForward(LocalLearner):
         for width in self.arch.widths:
             # θ_l = D_l for sum goodness, 1 for mean goodness; an explicit threshold wins (§1.8.1).
             theta = threshold if threshold is not None else (width if goodness == "sum" else 1.0)
-            self.add_layer(FFLayer(in_dim, width, goodness=goodness, theta=theta,
-                                   straight_through=straight_through, peer_norm=peer_norm,
-                                   peer_momentum=peer_momentum))
+            layer = FFLayer(in_dim, width, goodness=goodness, theta=theta,
+                            straight_through=straight_through, peer_norm=peer_norm,
+                            peer_momentum=peer_momentum)
+            layer.collab, layer.index = self.collab, len(self.layers)
+            self.add_layer(layer)
             in_dim = width
         depth = len(self.layers)
         # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
@@ -216,15 +218,10 @@ class ForwardForward(LocalLearner):
                 group.setdefault("initial_lr", group["lr"])
         return self.optimizers()
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        opts = super().optimizers()
-        if self.classifier is not None and self.classifier.optimizer is not None:
-            opts.append(self.classifier.optimizer)
-        return opts
-
-    def callbacks(self) -> list[Callback]:
-        """Callbacks the trainer needs for this learner's recipe (the lr cool-down)."""
-        return [LinearCooldown()] if self.cooldown else []
+    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
+        """The Trainer's epoch-start hook drives the cool-down (a greedy unit restarts at 1)."""
+        super().start_epoch(stage, epoch, epochs)
+        self.set_epoch(epoch, epochs)
 
     def set_epoch(self, epoch: int, total: int) -> None:
         """Apply the cool-down factor for 1-based ``epoch`` of ``total`` (no-op if cooldown off)."""
@@ -258,8 +255,15 @@ class ForwardForward(LocalLearner):
             neg = self._inputs(x, neg_labels)
         rows = torch.cat([self._inputs(x, y), neg])
         is_pos = torch.arange(len(rows), device=rows.device) < len(y)
-        return Context(y=y, num_classes=self.num_classes,
-                       extras={"rows": rows, "is_positive": is_pos, "neg_labels": neg_labels})
+        extras: dict[str, Any] = {"is_positive": is_pos, "neg_labels": neg_labels}
+        if self.collab == "all":  # one extra pass: every layer's G on this input, current weights
+            with torch.no_grad():
+                h, logits = rows, []
+                for layer in self.ff_layers:
+                    h = layer(h)
+                    logits.append(layer.logit(h))
+            extras.update(logits=logits, total=torch.stack(logits).sum(0))
+        return Context(y=y, num_classes=self.num_classes, extras=extras, inputs=rows)
 
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
@@ -269,48 +273,20 @@ class ForwardForward(LocalLearner):
         return out
 
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        """Every layer of ``stage`` steps on the same 2B rows; its input is the previous layer's
-        detached output (joint) or the no-grad frozen prefix (greedy)."""
+        """The base chain over the 2B rows (every layer of ``stage`` steps; γ_l comes through the
+        context), then the linear classifier's step on the detached features where it trains."""
         if self.cooldown and self._epoch is None:
-            warnings.warn("forward_forward cooldown=True, but no LinearCooldown callback drives it "
-                          "(pass learner.callbacks() to fit/Trainer): the lr stays constant",
-                          stacklevel=2)
+            warnings.warn("forward_forward cooldown=True, but start_epoch() was never called (the "
+                          "Trainer calls it before every epoch): the lr stays constant", stacklevel=2)
             self._epoch = (0, 0)
-        ctx = self.make_context(batch)
-        logs: dict[str, float] = {}
-        todo = set(stage.layers)
-        if self.collab == "all" and todo:
-            inputs, logits, h = [], [], ctx["rows"]
-            with torch.no_grad():  # one extra pass: every layer's G on this input, current weights
-                for layer in self.ff_layers:
-                    inputs.append(h)
-                    h = layer(h)
-                    logits.append(layer.logit(h))
-            total = torch.stack(logits).sum(0)
-            for i in sorted(todo):
-                ctx.extras["gamma"] = total - logits[i]
-                _, loss = self.ff_layers[i].train_step(inputs[i], ctx)
-                logs[f"loss/layer{i}"] = float(loss)
-        elif todo:
-            h, acc = ctx["rows"], None
-            for i in range(max(todo) + 1):
-                layer = self.ff_layers[i]
-                ctx.extras["gamma"] = acc if self.collab == "preceding" else None
-                if i in todo:
-                    h, loss = layer.train_step(h, ctx)
-                    logs[f"loss/layer{i}"] = float(loss)
-                else:
-                    with torch.no_grad():
-                        h = layer(h)
-                if self.collab == "preceding":
-                    acc = layer.logit(h) if acc is None else acc + layer.logit(h)
-        ff_losses = list(logs.values())
+        logs = super().train_step(batch, stage) if stage.layers else {}
+        ff_losses = [v for k, v in logs.items() if k.startswith("loss/")]
         joint = self.schedule_mode == "joint"
         if self.classifier is not None and (joint or stage.name == "classifier"):
+            x, y = self.split_batch(batch)
             with torch.no_grad():
-                feats = self._features(self.split_batch(batch)[0])
-            cctx = Context(y=ctx.y, num_classes=self.num_classes)
-            _, closs = self.classifier.train_step(feats, cctx)
+                feats = self._features(x)
+            _, closs = self.classifier.train_step(feats, Context(y=y, num_classes=self.num_classes))
             logs["loss/classifier"] = float(closs)
         logs["loss"] = sum(ff_losses) / len(ff_losses) if ff_losses else logs["loss/classifier"]
         return logs

@@ -10,7 +10,7 @@ so that it runs through the same trainer, meters and checkpoints as the local le
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -48,9 +48,8 @@ class GNNNetwork(LocalLayer):
             raise ConfigError(f"{self.layer_name} is a graph network: call it as net(x, edge_index)")
         return self.net(x, edge_index)
 
-    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
-        h = self(x, ctx["edge_index"])  # the edges come with the context
-        return h, self.local_loss(h, ctx)
+    def infer(self, x: Tensor, ctx: Context) -> Tensor:
+        return self(x, ctx["edge_index"])  # the edges come with the context
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         return F.cross_entropy(h[ctx["train_idx"]], ctx["train_y"])
@@ -64,6 +63,8 @@ class BackpropGNN(LocalLearner):
         arch: ``gcn:WxL`` | ``sage:WxL`` | ``gat:WxL``: L convolutions, hidden width W, the last
             one to C logits.
         input_shape: ``(F,)``. num_classes: C. schedule: only ``joint``.
+        task: ``classification`` (nodes) or ``link`` (edges: the encoder's last convolution
+            outputs a W-wide embedding scored by dot products, see :mod:`.link`).
     """
 
     name = "backprop_gnn"
@@ -83,31 +84,42 @@ class BackpropGNN(LocalLearner):
         input_shape: Sequence[int] = (1433,),
         num_classes: int = 7,
         schedule: str | None = None,
+        task: str = "classification",
     ) -> None:
         super().__init__(arch, input_shape, num_classes, schedule)
+        if task not in ("classification", "link"):
+            raise ConfigError(f"backprop_gnn trains task classification or link, not {task!r}")
+        self.task = task
         if not self.arch.is_graph:
             raise ConfigError(f"backprop_gnn needs a graph architecture (gcn:/sage:/gat:WxL), got {self.arch}")
         widths = set(self.arch.widths)
         if len(widths) != 1:
             raise ConfigError(f"backprop_gnn uses one hidden width (PyG models), got {self.arch}")
-        self.add_layer(GNNNetwork(self.arch.kind, self.input_shape[0], widths.pop(), self.arch.depth,
-                                  self.num_classes))
+        width = widths.pop()
+        if task == "link":  # the last convolution outputs the embedding; stops on validation ROC-AUC
+            from .link import LinkNetwork, LinkSplits
+
+            self.stop_metric = "val_acc"  # type: ignore[misc]
+            self.links = LinkSplits()
+            self.add_layer(LinkNetwork(self.arch.kind, self.input_shape[0], width, self.arch.depth, width))
+            return
+        self.add_layer(GNNNetwork(self.arch.kind, self.input_shape[0], width, self.arch.depth, self.num_classes))
 
     def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
         return batch, batch.y[node_mask(batch)]
 
     def make_context(self, batch: Any) -> Context:
+        if self.task == "link":
+            return self.links.context(batch, self.num_classes)
         idx = batch.train_mask.nonzero().flatten()
-        return Context(y=batch.y[idx], num_classes=self.num_classes,
+        return Context(y=batch.y[idx], num_classes=self.num_classes, inputs=batch.x,
                        extras={"edge_index": batch.edge_index, "train_idx": idx, "train_y": batch.y[idx]})
-
-    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        _, loss = cast(GNNNetwork, self.layers[0]).train_step(batch.x, self.make_context(batch))
-        return {"loss": float(loss)}
 
     def predict(self, x: Any) -> Tensor:
         return self.layers[0](x.x, x.edge_index)
 
     def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
+        if self.task == "link":
+            return self.links.scores(list(self.layers), batch, None)
         mask = node_mask(batch)
         return self.predict(batch)[mask], batch.y[mask]

@@ -5,9 +5,11 @@ Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.
 A layer is ``h = ReLU(Conv(n(sg(x)), edges))`` (ALGORITHMS.md §5.1) with ``n`` the row-wise L2
 normalisation ``x / (‖x‖₂ + 1e-8)`` and ``Conv`` one of GCN, SAGE (mean aggregation) or GAT (4 heads
 of width W/4, concatenated). The graph's edges are not part of the layer input tensor, so
-:meth:`GraphLayer.forward_loss` reads them from the context: that is the only reason it is
-overridden, and :meth:`~localearn.layer.LocalLayer.train_step` (detach, own optimizer, memory scope)
-still drives every update.
+:meth:`GraphLayer.infer` reads them from the context (the learner's base chain uses it for the
+frozen prefix, and :meth:`GraphLayer.forward_loss` for its own step; FF-VN's negative graphs are
+the only other reason to override ``forward_loss``), and
+:meth:`~localearn.layer.LocalLayer.train_step` (detach, own optimizer, memory scope) still drives
+every update.
 """
 
 from __future__ import annotations
@@ -107,9 +109,12 @@ class GraphLayer(LocalLayer):
             return torch.stack([self(g, edge_index) for g in x])
         return F.relu(self.conv(self.normalise(x), edge_index))
 
-    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+    def infer(self, x: Tensor, ctx: Context) -> Tensor:
         # The edges live in the context, not in the input tensor (see the module docstring).
-        h = self(x, ctx["edge_index"])
+        return self(x, ctx["edge_index"])
+
+    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        h = self.infer(x, ctx)
         if self.loss_kind == "ff_vn":
             # Negative graphs: the same inputs, edges to a wrong class's virtual node.
             idx = ctx["train_idx"]

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, cast
 import torch
 import torch.nn.functional as F
 from localearn.algorithms.forward_gnn.layers import GraphLayer, goodness, sf_logits
+from localearn.algorithms.forward_gnn.link import LinkLayer, LinkSplits
 from localearn.algorithms.forward_gnn.variants import (
     augment,
     ffvn_class_edges,
@@ -73,6 +74,8 @@ class ForwardGNN(LocalLearner):
         tau: SF temperature τ. theta: FF threshold θ.
         test_steps: Top2Input's recurrent inference steps (softmax accumulated from step 2 on).
         grad_clip: gradient-norm clip of the top-down variants (0 disables).
+        task: ``classification`` (nodes) or ``link`` (edges, :mod:`.link`).
+        link_objective: the link layers' edge objective, ``dot`` | ``ff``.
     """
 
     name = "forward_gnn"
@@ -97,6 +100,8 @@ class ForwardGNN(LocalLearner):
         theta: float = 2.0,
         test_steps: int = 10,
         grad_clip: float = 1.0,
+        task: str = "classification",
+        link_objective: str = "dot",
     ) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown ForwardGNN variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -106,6 +111,10 @@ class ForwardGNN(LocalLearner):
             if schedule == "greedy":
                 raise ConfigError(f"variant {variant} trains the whole model at once; use schedule joint")
             schedule = "joint"
+        if task not in ("classification", "link"):
+            raise ConfigError(f"forward_gnn trains task classification or link, not {task!r}")
+        if task == "link" and variant != "sf":
+            raise ConfigError(f"link prediction uses the sf layers with link_objective dot|ff, not variant {variant}")
         if test_steps < 3:
             raise ConfigError(f"test_steps must be at least 3 (softmax accumulates from step 2), got {test_steps}")
         super().__init__(arch, input_shape, num_classes, schedule)
@@ -116,6 +125,15 @@ class ForwardGNN(LocalLearner):
         self.variant, self.eval_aggregation = variant, eval_aggregation
         self.tau, self.test_steps, self.grad_clip = float(tau), int(test_steps), float(grad_clip)
         feat, c, widths = self.input_shape[0], self.num_classes, self.arch.widths
+        self.task = task
+        if task == "link":  # edge scores, no virtual nodes; stops on validation ROC-AUC
+            self.stop_metric = "val_acc"  # type: ignore[misc]
+            self.links = LinkSplits()
+            self.register_buffer("vn_features", torch.zeros(0))
+            for i, width in enumerate(widths):
+                self.add_layer(LinkLayer(self.arch.kind, feat if i == 0 else widths[i - 1], width,
+                                         link_objective, theta))
+            return
         # Drawn once from the global seed and then fixed; a buffer so that checkpoints keep it.
         self.register_buffer("vn_features", torch.randn(c, feat))
         for i, width in enumerate(widths):
@@ -171,24 +189,23 @@ class ForwardGNN(LocalLearner):
         return x, Context(y=extras["train_y"], num_classes=self.num_classes, extras=extras)
 
     def make_context(self, batch: Any) -> Context:
-        return self._prepare(batch)[1]
+        if self.task == "link":
+            return self.links.context(batch, self.num_classes)
+        x, ctx = self._prepare(batch)
+        ctx.inputs = x
+        return ctx
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
+        """SF and the FF variants: the base chain. Top-down variants are not a chain: every
+        layer steps on the previous step's states of the layers around it."""
+        if self.variant not in TOP_DOWN:
+            return super().train_step(batch, stage)
         x, ctx = self._prepare(batch)
         if self.variant == "top2loss":
             losses = self._step_top2loss(x, ctx)
-        elif self.variant == "top2input":
+        else:
             losses = self._step_top2input(batch, x, ctx)
-        else:  # greedy chain: frozen prefix under no-grad, then the stage's layers
-            losses, h = {}, x
-            for i, layer in enumerate(self.graph_layers()[: max(stage.layers) + 1]):
-                if i in stage.layers:
-                    h, loss = layer.train_step(h, ctx)
-                    losses[f"loss/{layer.layer_name}"] = float(loss)
-                else:
-                    with torch.no_grad():
-                        h = layer(h, ctx["edge_index"])
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
 
@@ -303,6 +320,9 @@ class ForwardGNN(LocalLearner):
         return self.predict(x)
 
     def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
+        if self.task == "link":  # a greedy unit: its own layer's σ(s); else the mean over layers
+            unit = stage.layers[0] if stage is not None and len(stage.layers) == 1 else None
+            return self.links.scores(list(self.layers), batch, unit)
         mask = node_mask(batch)
         scores = self.predict(batch) if stage is None else self.unit_scores(batch, stage)
         return scores[mask], batch.y[mask]

@@ -71,7 +71,7 @@ def _train_all(fx: Fixture, steps: int) -> list[float]:
     losses = []
     for _ in range(steps):
         for stage in fx.learner.stages():
-            fx.learner.set_train_mode(stage)
+            fx.learner.start_epoch(stage, 1, 1)  # each pass over the fixed batch: one epoch
             losses.append(fx.learner.train_step(fx.batch, stage)["loss"])
     return losses
 

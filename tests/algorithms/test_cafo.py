@@ -122,7 +122,7 @@ def test_feedback_matrices_unit_rows_seeded_and_fixed() -> None:
     x, y = _digits_batch()
     stage = _stage(a, "dfa")
     for _ in range(3):
-        a.set_train_mode(stage)
+        a.start_epoch(stage, 1, 1)
         a.train_step((x, y), stage)
     assert all(torch.equal(fb, old) for fb, old in zip(fbs, before, strict=True))
 
@@ -139,8 +139,8 @@ def test_dfa_update_is_the_local_feedback_gradient_and_nothing_else() -> None:
     ref = copy.deepcopy(learner)
     x, y = _digits_batch()
     stage = _stage(learner, "dfa")
-    learner.set_train_mode(stage)
-    ref.set_train_mode(stage)
+    learner.start_epoch(stage, 1, 1)
+    ref.start_epoch(stage, 1, 1)
 
     own = [{id(p) for p in blk.parameters()} for blk in learner.blocks]
     seen: list[tuple[int, set[int]]] = []
@@ -219,7 +219,7 @@ def test_random_blocks_stay_frozen() -> None:
     x, y = _digits_batch()
     for stage in learner.stages():
         for _ in range(3):
-            learner.set_train_mode(stage)
+            learner.start_epoch(stage, 1, 1)
             learner.train_step((x, y), stage)
     after = learner.state_dict()
     for key, value in before.items():
@@ -232,9 +232,9 @@ def test_feature_cache_is_exact_and_invalidated_when_blocks_change() -> None:
     learner = _learner()
     x, y = _digits_batch(96)
     stage = _stage(learner, "predictor2")
-    learner.set_train_mode(stage)
+    learner.start_epoch(stage, 1, 1)
     learner.train_step((x, y), stage)
-    learner.set_train_mode(stage)
+    learner.start_epoch(stage, 1, 1)
     learner.train_step((x.flip(0), y.flip(0)), stage)  # same rows, another order: all hits
     assert learner.cache.hits == 96 and learner.cache.rows == 96
     learner.eval()

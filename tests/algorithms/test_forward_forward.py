@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from localearn.algorithms.forward_forward import ForwardForward, LinearCooldown, ops
+from localearn.algorithms.forward_forward import ForwardForward, ops
 
 import localearn
 from localearn.errors import ConfigError
@@ -153,7 +153,7 @@ def test_collab_gamma_is_detached_and_gradient_reaches_layer_l_only(
     learner = fx.learner
     assert isinstance(learner, ForwardForward)
     torch.manual_seed(0)  # the same negatives as the step below
-    rows = learner.make_context(fx.batch)["rows"]
+    rows = learner.make_context(fx.batch).inputs
     with torch.no_grad():  # the expected γ_l from the weights before the step
         h, logits = rows, []
         for layer in learner.ff_layers:
@@ -206,16 +206,14 @@ def test_cooldown_schedule_matches_formula() -> None:
     assert ff.optimizers()[0].param_groups[0]["lr"] == pytest.approx(0.1)
 
 
-def test_cooldown_callback_drives_fit() -> None:
-    ff = ForwardForward("mlp:1x8", input_shape=(1, 8, 8))
-    assert [type(c) for c in ff.callbacks()] == [LinearCooldown]
+def test_trainer_epoch_start_hook_drives_the_cooldown() -> None:
     seen: list[float] = []
 
     class Watch(localearn.Callback):
         def on_batch_end(self, trainer: Any, stage: Any, logs: Any) -> None:
             seen.append(trainer.learner.optimizers()[0].param_groups[0]["lr"])
 
-    _fit(arch="mlp:1x8", epochs=4, lr=0.1, callbacks=[LinearCooldown(), Watch()], seed=0)
+    _fit(arch="mlp:1x8", epochs=4, lr=0.1, callbacks=[Watch()], seed=0)
     per_epoch = len(seen) // 4
     assert [round(seen[i * per_epoch], 6) for i in range(4)] == [0.1, 0.1, 0.1, 0.05]
 
@@ -254,7 +252,7 @@ def test_greedy_schedule_with_classifier_stage() -> None:
 def test_ff_mnist_acceptance(shared_data: Path) -> None:
     """Issue acceptance: MNIST, mlp:3x1000, CPU, ≥ 0.97 test accuracy within 20 epochs.
 
-    The trainer attaches the learner's own LinearCooldown (``learner.callbacks()``).
+    The Trainer's epoch-start hook (``learner.start_epoch``) drives the lr cool-down.
     """
     r = localearn.fit("ff", "mnist", arch="mlp:3x1000", data_dir=shared_data, epochs=20,
                       batch_size=100, seed=0, device="cpu", progress=False)

@@ -65,7 +65,7 @@ def test_greedy_stage_trains_only_its_layer() -> None:
     before = [p.detach().clone() for p in mf.layers[0].parameters()]
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     stage1 = mf.stages()[1]
-    mf.set_train_mode(stage1)
+    mf.start_epoch(stage1, 1, 1)
     mf.train_step((x, y), stage1)
     assert all(torch.equal(b, p) for b, p in zip(before, mf.layers[0].parameters(), strict=True))
 
@@ -81,7 +81,7 @@ def _saved_peak(name: str, arch: str, shape: tuple[int, ...], batch: int = 128) 
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     with SavedTensorMeter(list(learner.parameters())) as meter:
         for stage in learner.stages():
-            learner.set_train_mode(stage)
+            learner.start_epoch(stage, 1, 1)
             learner.train_step((x, y), stage)
     return meter.peak_bytes, meter.per_layer
 

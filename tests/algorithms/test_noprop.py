@@ -120,7 +120,7 @@ def test_greedy_stage_updates_only_its_block_and_the_head() -> None:
     stage = learner.stages()[1]
     assert stage.layers == (1, 4)
     before = [[p.detach().clone() for p in layer.parameters()] for layer in learner.layers]
-    learner.set_train_mode(stage)
+    learner.start_epoch(stage, 1, 1)
     learner.train_step(_digits_batch(32), stage)
     for i, layer in enumerate(learner.layers):
         changed = any(not torch.equal(a, b) for a, b in zip(before[i], layer.parameters(), strict=True))
