@@ -8,9 +8,9 @@ Node classification: ``forward_gnn`` (variant ``sf``, greedy, per-layer early st
 and ``backprop_gnn`` (PyG GCN) on the public Planetoid split, both ``gcn:128x2``, same seed, same
 stopping rule (``--epochs`` cap per unit, ``--patience``). Link prediction: the same two learners
 as Trainer runs with ``task="link"`` (``dot`` objective; see
-:mod:`localearn.algorithms.forward_gnn.link`). Memory: peak bytes saved for backward (autograd hooks) for 1..``--max-depth`` layers of
-128, a few epochs each (the per-step peak does not depend on how long a run trains). Results are
-printed and written to ``benchmarks/results/forward_gnn_<device>_<date>.json``.
+:mod:`localearn.algorithms.forward_gnn.link`). Memory: peak bytes saved for backward (autograd
+hooks) for 1..``--max-depth`` layers of 128, a few epochs each (the per-step peak does not depend
+on how long a run trains). Results are printed and written to ``benchmarks/results/forward_gnn_<device>_<date>.json``.
 """
 
 from __future__ import annotations
