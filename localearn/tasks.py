@@ -80,3 +80,22 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+@torch.no_grad()
+def layer_accuracies(learner: Any, data: Any, split: str, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Each layer's own accuracy on ``split`` (classification learners with per-layer scores)."""
+    learner.eval()
+    correct: dict[str, int] = {}
+    total = 0
+    for batch in data.eval_batches(split, batch_size):
+        x, y = learner.split_batch(to_device(batch, device))
+        per_layer = learner.layer_scores(x)
+        if not per_layer:
+            return {}
+        for name, scores in per_layer.items():
+            if scores.shape[0] != y.shape[0]:  # graph learners score every node
+                break
+            correct[name] = correct.get(name, 0) + int((scores.argmax(1) == y).sum())
+        total += len(y)
+    return {name: c / max(total, 1) for name, c in correct.items()}

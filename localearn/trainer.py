@@ -28,82 +28,17 @@ from tqdm.auto import tqdm
 
 from localearn import outcome
 from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
+from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
-from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.learner import LocalLearner, Stage
 from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, peak_rss_bytes
 from localearn.record import run_record
-from localearn.tasks import get_task
+from localearn.tasks import get_task, layer_accuracies
 from localearn.utils import derive_seed, resolve_device, to_device
+
+__all__ = ["OPTIMIZERS", "Callback", "TrainConfig", "Trainer", "evaluate", "make_optimizer_factory"]
 from localearn.windows import metered_steps
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-
-
-@dataclass
-class TrainConfig:
-    """Trainer options (learner options live with the learner).
-
-    Attributes:
-        epochs: cap per training unit (protocol default 100; 20 keeps the CLI quick).
-        batch_size: training batch; evaluation uses twice it.
-        optimizer, lr, weight_decay: None takes the learner's ``default_optimizer``.
-        momentum: SGD momentum.
-        patience: epochs without improvement before a unit stops (protocol: 20).
-        min_delta: improvement needed to reset patience (protocol: 0).
-        stop_metric: ``val_loss`` | ``val_acc`` (the task's metric: accuracy, ROC-AUC or MSE); None
-            takes the learner's declaration.
-        restore_best: restore every unit's best state (all or none, Rule 2).
-        seed: seeds the data order and every per-epoch random draw.
-        device: ``auto`` | ``cpu`` | ``cuda``.
-        warmup_steps: first steps metered in their own ``warmup`` window (counted in training).
-        progress: show progress bars and per-epoch lines.
-        measure_memory: track bytes saved for backward (saved-tensor hooks).
-    """
-
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    patience: int = 20
-    min_delta: float = 0.0
-    stop_metric: str | None = None
-    restore_best: bool = True
-    seed: int = 0
-    device: str = "auto"
-    warmup_steps: int = 10
-    progress: bool = True
-    measure_memory: bool = True
-
-    def validate(self) -> None:
-        """Reject nonsense with one clear message."""
-        for name in ("epochs", "batch_size", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.stop_metric not in (None, "val_loss", "val_acc"):
-            raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
-
-
-def make_optimizer_factory(name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> OptimizerFactory:
-    """A factory that gives each layer its own optimizer of one kind and setting."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-
-    def factory(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=lr, weight_decay=weight_decay)
-
-    return factory
 
 
 def evaluate(
@@ -185,17 +120,7 @@ class Trainer:
         self.meter = PhaseMeter(self.device, list(probes))
         self.run_info = dict(run_info or {})
         self.stop_metric = self.config.stop_metric or learner.stop_metric
-        opt = dict(learner.default_optimizer)
-        self.optim_settings = {
-            "name": self.config.optimizer or opt["name"],
-            "lr": self.config.lr if self.config.lr is not None else opt["lr"],
-            "weight_decay": self.config.weight_decay if self.config.weight_decay is not None
-            else opt.get("weight_decay", 0.0),
-        }
-        factory = make_optimizer_factory(
-            str(self.optim_settings["name"]), float(self.optim_settings["lr"]),
-            float(self.optim_settings["weight_decay"]), self.config.momentum,
-        )
+        self.optim_settings, factory = resolve_optimizer(self.config, learner.default_optimizer)
         self.optimizers = learner.configure_optimizers(factory)
         self.stages = learner.stages()
         self.state = _State()
@@ -209,23 +134,9 @@ class Trainer:
         """Loss and the task's metric on ``split`` of the whole model (``stage=None``) or a unit."""
         return self.task.evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
 
-    @torch.no_grad()
     def evaluate_layers(self, split: str) -> dict[str, float]:
         """Each layer's own accuracy, for learners that expose per-layer scores."""
-        self.learner.eval()
-        correct: dict[str, int] = {}
-        total = 0
-        for batch in self.data.eval_batches(split, 2 * self.config.batch_size):
-            x, y = self.learner.split_batch(to_device(batch, self.device))
-            per_layer = self.learner.layer_scores(x)
-            if not per_layer:
-                return {}
-            for name, scores in per_layer.items():
-                if scores.shape[0] != y.shape[0]:  # graph learners score every node
-                    break
-                correct[name] = correct.get(name, 0) + int((scores.argmax(1) == y).sum())
-            total += len(y)
-        return {name: c / max(total, 1) for name, c in correct.items()}
+        return layer_accuracies(self.learner, self.data, split, 2 * self.config.batch_size, self.device)
 
     # ----------------------------------------------------------------------------- training
     def _improved(self, value: float) -> bool:

@@ -53,6 +53,27 @@ class CafoBlock(LocalLayer):
         return F.cross_entropy(self.head(h.flatten(1)), ctx.y)
 
 
+@torch.no_grad()
+def dfa_error(blocks: list[CafoBlock], x: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """``e = (softmax(o) − Y) / B`` from one pass through ``blocks`` and the last one's head.
+
+    BatchNorm runs in the blocks' current (training) mode, as in the blocks' own forward that
+    follows; this pass's running-statistics updates are undone, so they move once per step.
+    """
+    buffers = [b for blk in blocks for name, b in blk.named_buffers() if name != "feedback"]
+    kept = [b.clone() for b in buffers]
+    h = x
+    for block in blocks:
+        h = block(h)
+    head = blocks[-1].head
+    assert head is not None
+    logits = head(h.flatten(1))
+    for b, old in zip(buffers, kept, strict=True):
+        b.copy_(old)
+    onehot = F.one_hot(y, num_classes).to(logits.dtype)
+    return (torch.softmax(logits, 1) - onehot) / y.shape[0]
+
+
 class CafoPredictor(LocalLayer):
     """``s_k = flatten(h_k) W_k`` with W_k ∈ R^{d_k×C}, stored as a bias-free ``nn.Linear``.
 

@@ -12,7 +12,6 @@ from itertools import chain
 from typing import Any, ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
@@ -22,7 +21,7 @@ from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
 
 from .cache import FeatureCache
-from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor
+from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, dfa_error
 from .sparsemax import sparsemax
 
 BLOCK_MODES = ("rand", "dfa")
@@ -250,19 +249,7 @@ class CaFo(LocalLearner):
         if self._unit != "dfa":
             return ctx
         x, y = self.split_batch(batch)
-        buffers = [b for blk in self.blocks for name, b in blk.named_buffers() if name != "feedback"]
-        kept = [b.clone() for b in buffers]
-        with torch.no_grad():
-            h = x
-            for block in self.blocks:
-                h = block(h)
-            head = self.blocks[-1].head
-            assert head is not None
-            logits = head(h.flatten(1))
-            for b, old in zip(buffers, kept, strict=True):
-                b.copy_(old)
-        onehot = F.one_hot(y, self.num_classes).to(logits.dtype)
-        ctx.extras["dfa_error"] = (torch.softmax(logits, 1) - onehot) / y.shape[0]
+        ctx.extras["dfa_error"] = dfa_error(self.blocks, x, y, self.num_classes)
         return ctx
 
     # --------------------------------------------------------------------------- inference

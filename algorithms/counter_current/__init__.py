@@ -29,14 +29,10 @@ It is an ordinary Trainer run (``localearn train --algo ccl --task autoencoder``
 ``autoencoder`` task scores :meth:`CounterCurrent.reconstruct` by its MSE to the input, for
 validation (the stopping rule and best-state restore), the test metric and checkpoints.
 
-Gradient clipping is the reference's by default (``clip_scope="network"``): one norm over the
-whole forward network and one over the whole feedback network. Pair-wise backward still runs and
-frees each pair's graph on its own; the pair's gradient is then *parked* (moved out of ``.grad``)
-and, after the last pair, every pair steps in turn with its own gradient restored and scaled by
-the shared clip coefficient, so the updates equal one backward over the summed loss followed by
-the two clips exactly (tested). The coefficient is the only coupling between pairs; parked
-gradients are parameter-sized, so the activation memory is unchanged. ``clip_scope="pair"``
-clips each pair side alone (strictly local; it measured far worse on the autoencoder).
+Gradient clipping is the reference's by default (``clip_scope="network"``, :mod:`.clip`): one
+norm over each whole network side, applied after pair-wise backward through parked gradients, so
+the updates equal the released ones exactly (tested); the shared coefficient couples the pairs,
+so this learner is not block-local (``coupling``). ``clip_scope="pair"`` clips each pair alone.
 
 Deviations from the reference, all documented in the README section:
 
@@ -49,12 +45,12 @@ Deviations from the reference, all documented in the README section:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
@@ -62,35 +58,22 @@ from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory
 from localearn.registry import register_algorithm
 
+from .build import build_pairs
+from .clip import NetworkClip, centralize_gradients, warmup_scale
 from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
-from .pairs import (
-    ACTIVATIONS,
-    CounterCurrentPair,
-    PairLoss,
-    build_cnn_ae_pairs,
-    build_cnn_pairs,
-    build_mlp_pairs,
-    reference_ae_init,
-)
+from .pairs import ACTIVATIONS, CounterCurrentPair
 
 MODES = ("classifier", "autoencoder")
 INITS = ("auto", "reference", "torch")
 CLIP_SCOPES = ("network", "pair")
 CONVS = ("auto", "stride", "pool")
 
-__all__ = [
-    "CounterCurrent",
-    "CounterCurrentPair",
-    "centralize_gradients",
-    "cosine_alignment_loss",
-    "dot_alignment_loss",
-    "reconstruction_pair_loss",
-    "warmup_scale",
-]
+__all__ = ["CounterCurrent", "CounterCurrentPair", "centralize_gradients", "cosine_alignment_loss",
+           "dot_alignment_loss", "reconstruction_pair_loss", "warmup_scale"]
 
 
 @register_algorithm
-class CounterCurrent(LocalLearner):
+class CounterCurrent(NetworkClip, LocalLearner):
     """Counter-Current Learning (see the module docstring).
 
     Args:
@@ -204,58 +187,8 @@ class CounterCurrent(LocalLearner):
         self.warmup_steps, self.grad_centralization = int(warmup_steps), bool(grad_centralization)
         self.filter_target = bool(filter_target)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # for the loss warm-up
-        if self.arch.kind == "mlp":
-            if self.arch.input_dim is not None and self.arch.input_dim != _prod(self.input_shape):
-                raise ConfigError(
-                    f"architecture {self.arch} declares input width {self.arch.input_dim}, but the "
-                    f"data has {_prod(self.input_shape)} features per sample"
-                )
-            pair = PairLoss("mse" if ae else "dot", s_c if not ae else 1.0, s_ssl)
-            out_dim = _prod(self.input_shape) if ae else self.num_classes
-            layers = build_mlp_pairs(
-                self.arch.widths,
-                self.input_shape,
-                out_dim,
-                pair,
-                PairLoss("mse" if ae else "ce", 1.0, 0.0),
-                norm=ae,
-                act=act,
-            )
-            if ae and init in ("auto", "reference"):
-                # the code layer: the narrowest hidden layer, ties broken towards the middle
-                w = self.arch.widths
-                code = min(range(len(w)), key=lambda i: (w[i], abs(2 * i - (len(w) - 1))))
-                reference_ae_init(layers, code + 1)
-            self.conv = "none"
-        elif ae:
-            if len(self.input_shape) != 3:
-                raise ConfigError(f"{self.arch} needs image input (C, H, W), got {self.input_shape}")
-            if conv == "pool":
-                raise ConfigError("the conv autoencoder uses stride-2 convs (conv='stride' or 'auto')")
-            self.conv = "stride"
-            layers = build_cnn_ae_pairs(self.arch.widths, self.input_shape, PairLoss("map", 1.0, s_ssl), act)
-            if init in ("auto", "reference"):
-                reference_ae_init(layers, len(self.arch.widths))  # the code is the last encoder map
-        else:
-            if len(self.input_shape) != 3:
-                raise ConfigError(f"{self.arch} needs image input (C, H, W), got {self.input_shape}")
-            self.conv = conv if conv != "auto" else ("stride" if self.input_shape[0] == 1 else "pool")
-            size = min(self.input_shape[1:])
-            for _ in self.arch.widths:
-                size = (size + 1) // 2 if self.conv == "stride" else size // 2
-            if size < 1:
-                raise ConfigError(
-                    f"{self.arch} with conv={self.conv!r} downsamples "
-                    f"{self.input_shape} below 1 pixel; use fewer blocks or conv='stride'"
-                )
-            layers = build_cnn_pairs(
-                self.arch.widths,
-                self.input_shape,
-                self.num_classes,
-                self.conv,
-                PairLoss("cosine", s_c, s_ssl),
-                act,
-            )
+        layers, self.conv = build_pairs(self.arch, self.input_shape, self.num_classes, ae, conv, s_c,
+                                        s_ssl, init, act)
         for layer in layers:
             self.add_layer(layer)
 
@@ -270,57 +203,6 @@ class CounterCurrent(LocalLearner):
             opt.register_step_pre_hook(self._before_step)
             layer.optimizer = opt
         return self.optimizers()
-
-    def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """Per pair: gradient centralisation, then clipping per side; or park for the network clip.
-
-        With ``clip_scope="network"`` the pair's gradients are *parked* (moved out of ``.grad``),
-        so the step that follows skips every parameter (torch optimizers skip ``grad is None``).
-        :meth:`_apply_parked` then clips over the whole forward and the whole feedback network and
-        steps each pair with only its own gradients restored.
-        """
-        if self._applying:  # the parked step: already centralised and clipped
-            return
-        if self.grad_clip > 0 and self.clip_scope == "network":
-            parked = self._parked.setdefault(opt, [])
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        parked.append((group["side"], p, p.grad))
-                        p.grad = None
-            return
-        for group in opt.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if self.grad_centralization:
-                centralize_gradients([p.grad for p in params])
-            if self.grad_clip > 0 and params:
-                nn.utils.clip_grad_norm_(params, self.grad_clip)
-
-    @torch.no_grad()
-    def _apply_parked(self) -> None:
-        """The reference's update: one norm clip per network over every pair's gradient, then step.
-
-        Each pair's gradient came from its own loss only (they were parked one pair at a time);
-        the shared clip coefficient is the only coupling, exactly as released (ALGORITHMS §6.1).
-        """
-        parked, self._parked = self._parked, {}
-        entries = [entry for pair in parked.values() for entry in pair]
-        if self.grad_centralization:
-            centralize_gradients([grad for _, _, grad in entries])
-        coef = {}
-        for side in ("f", "g"):
-            norms = [torch.linalg.vector_norm(grad) for sd, _, grad in entries if sd == side]
-            total = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-            coef[side] = min(1.0, self.grad_clip / (total + 1e-6))  # torch's clip_grad_norm_ rule
-        self._applying = True
-        try:
-            for opt, pair in parked.items():  # each pair in turn, with only its own gradients
-                for side, p, grad in pair:
-                    p.grad = grad.mul_(coef[side])
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        finally:
-            self._applying = False
 
     # --------------------------------------------------------------------------- training
     def _pairs(self) -> list[CounterCurrentPair]:
@@ -409,24 +291,3 @@ class CounterCurrent(LocalLearner):
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         return {**super().capabilities(), "modes": list(MODES), "backward": "pair-wise"}
-
-
-def warmup_scale(step: int, warmup_steps: int) -> float:
-    """The reference's loss warm-up: the loss times (step + 1) / warmup_steps, then 1 (0: off)."""
-    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
-
-
-def centralize_gradients(grads: Iterable[Tensor | None]) -> None:
-    """Gradient centralisation (Yong et al., ECCV 2020), as the CCL reference applies it to both
-    networks: each weight gradient (dim > 1) loses its mean over all but the output unit."""
-    with torch.no_grad():
-        for g in grads:
-            if g is not None and g.dim() > 1:
-                g -= g.mean(dim=tuple(range(1, g.dim())), keepdim=True)
-
-
-def _prod(shape: Sequence[int]) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out

@@ -18,24 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec
-from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
 
 from . import ops
-
-GOODNESS = ("sum", "mean")
-NEGATIVES = ("random", "hard", "hybrid")
-PREDICTIONS = ("per_label", "linear")
-COLLAB = ("none", "all", "preceding")
-
-
-def _choice(option: str, value: Any, valid: Sequence[str]) -> str:
-    if value not in valid:
-        raise ConfigError(f"forward_forward option {option}={value!r} is not valid; choose one of "
-                          f"{', '.join(valid)}")
-    return str(value)
+from .options import COLLAB, GOODNESS, NEGATIVES, PREDICTIONS, check_options
+from .options import choice as _choice
 
 
 class FFLayer(LocalLayer):
@@ -150,33 +139,8 @@ class ForwardForward(LocalLearner):
         self.negatives = _choice("negatives", negatives, NEGATIVES)
         self.prediction = _choice("prediction", prediction, PREDICTIONS)
         self.collab = _choice("collab", collab, COLLAB)
-        if self.arch.kind != "mlp":
-            raise ConfigError(f"forward_forward needs an mlp: architecture (got {self.arch}); "
-                              "its label is embedded into the flattened input")
         self.embed = self.negatives != "hybrid"  # hybrid negatives are unsupervised: no label
-        if not self.embed:
-            if self.prediction != "linear":
-                raise ConfigError("forward_forward option negatives='hybrid' embeds no label, so "
-                                  "prediction must be 'linear' (got prediction='per_label')")
-            if self.schedule_mode != "joint" or len(self.input_shape) != 3:
-                raise ConfigError("forward_forward option negatives='hybrid' needs image input "
-                                  f"(C, H, W) and schedule 'joint' (got {self.input_shape}, "
-                                  f"{self.schedule_mode!r})")
-        if self.collab == "all" and self.schedule_mode == "greedy":
-            raise ConfigError("forward_forward option collab='all' needs schedule 'joint' (later "
-                              "layers are untrained in a greedy unit); use collab='preceding'")
-        if not (0 <= peer_norm and 0 <= peer_momentum < 1 and hybrid_blur_steps >= 0):
-            raise ConfigError("forward_forward needs peer_norm >= 0, 0 <= peer_momentum < 1 and "
-                              "hybrid_blur_steps >= 0")
-        if threshold is not None and not math.isfinite(threshold):
-            raise ConfigError(f"forward_forward option threshold must be finite, got {threshold}")
-        in_dim = math.prod(self.input_shape)
-        if self.arch.input_dim is not None and self.arch.input_dim != in_dim:
-            raise ConfigError(f"architecture {self.arch} declares input width "
-                              f"{self.arch.input_dim}, but the data has {in_dim} features")
-        if self.embed and in_dim < num_classes:
-            raise ConfigError(f"forward_forward embeds {num_classes} label values into the input, "
-                              f"but the input has only {in_dim} values")
+        in_dim = check_options(self, threshold, peer_norm, peer_momentum, hybrid_blur_steps)
         self.label_value = float(label_value)
         self.cooldown = bool(cooldown)
         self.classifier_lr = float(classifier_lr)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
+from localearn.algorithms.forward_gnn import topdown
 from localearn.algorithms.forward_gnn.layers import GraphLayer, goodness, sf_logits
 from localearn.algorithms.forward_gnn.link import LinkLayer, LinkSplits
 from localearn.algorithms.forward_gnn.variants import (
@@ -42,7 +43,6 @@ from localearn.algorithms.forward_gnn.variants import (
     ffvn_class_edges,
     ffvn_negative_edges,
     label_appended,
-    label_matrix,
 )
 from torch import Tensor
 
@@ -203,52 +203,10 @@ class ForwardGNN(LocalLearner):
             return super().train_step(batch, stage)
         x, ctx = self._prepare(batch)
         if self.variant == "top2loss":
-            losses = self._step_top2loss(x, ctx)
+            losses = topdown.step_top2loss(self, x, ctx)
         else:
-            losses = self._step_top2input(batch, x, ctx)
+            losses = topdown.step_top2input(self, batch, x, ctx)
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
-        return losses
-
-    def _cached_states(self, x: Tensor, ctx: Context) -> list[Tensor] | None:
-        key = (tuple(x.shape), tuple(ctx["edge_index"].shape), x.device)
-        if self._states is None or key != self._state_key:
-            self._state_key = key
-            return None
-        return self._states
-
-    def _step_top2loss(self, x: Tensor, ctx: Context) -> dict[str, float]:
-        states = self._cached_states(x, ctx)
-        if states is None:
-            with torch.no_grad():
-                states, h = [], x
-                for layer in self.layers:
-                    h = layer(h, ctx["edge_index"])
-                    states.append(h)
-        ctx.extras["upper_states"] = {layer.layer_name: states[i + 1 :] for i, layer in enumerate(self.layers)}
-        losses, new = {}, []
-        for i, layer in enumerate(self.graph_layers()):  # every layer reads the previous step's states
-            h, loss = layer.train_step(x if i == 0 else states[i - 1], ctx)
-            new.append(h)
-            losses[f"loss/{layer.layer_name}"] = float(loss)
-        self._states = new
-        return losses
-
-    def _td_input(self, i: int, x: Tensor, states: list[Tensor], labels: Tensor) -> Tensor:
-        upper = states[i + 1] if i + 1 < len(states) else labels
-        return torch.cat([x if i == 0 else states[i - 1], upper], 1)
-
-    def _step_top2input(self, batch: Any, x: Tensor, ctx: Context) -> dict[str, float]:
-        states = self._cached_states(x, ctx)
-        if states is None:
-            states = [x.new_zeros(x.shape[0], w) for w in self.arch.widths]
-        labels = label_matrix(batch, self.num_classes)
-        losses = {}
-        for parity in (0, 1):  # even layers, then odd ones (alternating)
-            for i in range(parity, len(self.layers), 2):
-                layer = self.graph_layers()[i]
-                states[i], loss = layer.train_step(self._td_input(i, x, states, labels), ctx)
-                losses[f"loss/{layer.layer_name}"] = float(loss)
-        self._states = states
         return losses
 
     # ---------------------------------------------------------------------------- inference
@@ -274,26 +232,12 @@ class ForwardGNN(LocalLearner):
                     scores[i][:, k] = goodness(h[:n])
             return scores
         if self.variant == "top2input":
-            return self._recurrent_probs(batch, aug.x, aug.edge_index)
+            return topdown.recurrent_probs(self, batch, aug.x, aug.edge_index)
         h, out = aug.x, []
         for layer in layers:
             h = layer(h, aug.edge_index)
             out.append(sf_logits(h, n, self.tau))
         return out
-
-    def _recurrent_probs(self, batch: Any, x: Tensor, edges: Tensor) -> list[Tensor]:
-        n = int(batch.num_nodes)
-        states = [x.new_zeros(x.shape[0], w) for w in self.arch.widths]
-        labels = label_matrix(batch, self.num_classes)
-        acc = [x.new_zeros(n, self.num_classes) for _ in self.layers]
-        for step in range(self.test_steps):
-            for parity in (0, 1):
-                for i in range(parity, len(self.layers), 2):
-                    states[i] = self.layers[i](self._td_input(i, x, states, labels), edges)
-            if step >= 2:
-                for i, h in enumerate(states):
-                    acc[i] += F.softmax(sf_logits(h, n, self.tau), 1)
-        return [a / (self.test_steps - 2) for a in acc]
 
     def _as_log_probs(self, scores: Tensor) -> Tensor:
         if self.variant == "top2input":

@@ -6,9 +6,9 @@ Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.
 The edges are split by ``RandomLinkSplit(num_val=0.16, num_test=0.2, neg_sampling_ratio=1.0)``
 with training negatives drawn once (fixed 1:1), seeded by its own seed (101) apart from the
 model's (the former side loop left Python's ``random``, which PyG's negative sampling also uses,
-unseeded, so its Cora AUCs moved by a few thousandths between identical runs). Every ForwardGNN layer is the node-classification layer
-``ReLU(Conv(n(sg(x)), E_train))``, message passing over the training positive edges only, with a
-per-layer edge objective:
+unseeded, so its Cora AUCs moved by a few thousandths between identical runs). Every ForwardGNN
+layer is the node-classification layer ``ReLU(Conv(n(sg(x)), E_train))``, message passing over
+the training positive edges only, with a per-layer edge objective:
 
 * ``dot`` (the single-forward / CE objective): ``s(u, v) = Σ_j z_uj z_vj``, BCE with the edge label;
 * ``ff``: goodness ``s(u, v) = Σ_j (z_u ⊙ z_v)_j² − θ`` (θ = 2), BCE with the edge label.

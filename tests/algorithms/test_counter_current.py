@@ -311,13 +311,14 @@ def test_predict_and_reconstruct_reject_the_wrong_mode() -> None:
         CounterCurrent("mlp:2x16", (1, 8, 8), 10).reconstruct(x)
 
 
-def test_trainer_refuses_the_autoencoder_before_the_first_epoch(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="mode='autoencoder' has no class scores"):
-        localearn.fit(
-            "ccl", "digits", arch="mlp:2x16", learner_options={"mode": "autoencoder"},
-            epochs=1, progress=False, out=tmp_path / "run",
-        )
-    assert not any((tmp_path / "run").glob("*"))  # refused before a checkpoint was written
+def test_mode_autoencoder_is_the_trainers_autoencoder_task(tmp_path: Path) -> None:
+    """``mode=autoencoder`` (or ``--task autoencoder``) is an ordinary run scored on MSE."""
+    r = localearn.fit("ccl", "digits", arch="mlp:2x16", learner_options={"mode": "autoencoder"},
+                      epochs=1, progress=False, out=tmp_path / "run")
+    assert r["status"] == "complete" and r["task"] == "autoencoder" and r["metrics"]["test_mse"] > 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    with pytest.raises(ConfigError, match="task='autoencoder' contradicts mode='nope'"):
+        CounterCurrent("mlp:2x16", (1, 8, 8), 10, mode="nope", task="autoencoder")
 
 
 # --------------------------------------------------------------------------- real-data runs

@@ -1,0 +1,98 @@
+"""Trainer options and the per-layer optimizer factory (:class:`~localearn.trainer.Trainer`).
+
+Options that belong to the training protocol live here (STUDY_PROTOCOL.md Rules 1-3); learner
+options live with the learner. ``localearn.trainer`` re-exports both names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from localearn.errors import ConfigError
+from localearn.learner import OptimizerFactory
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Trainer options (learner options live with the learner).
+
+    Attributes:
+        epochs: cap per training unit (protocol default 100; 20 keeps the CLI quick).
+        batch_size: training batch; evaluation uses twice it.
+        optimizer, lr, weight_decay: None takes the learner's ``default_optimizer``.
+        momentum: SGD momentum.
+        patience: epochs without improvement before a unit stops (protocol: 20).
+        min_delta: improvement needed to reset patience (protocol: 0).
+        stop_metric: ``val_loss`` | ``val_acc`` (the task's metric: accuracy, ROC-AUC or MSE); None
+            takes the learner's declaration.
+        restore_best: restore every unit's best state (all or none, Rule 2).
+        seed: seeds the data order and every per-epoch random draw.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        warmup_steps: first steps metered in their own ``warmup`` window (counted in training).
+        progress: show progress bars and per-epoch lines.
+        measure_memory: track bytes saved for backward (saved-tensor hooks).
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    patience: int = 20
+    min_delta: float = 0.0
+    stop_metric: str | None = None
+    restore_best: bool = True
+    seed: int = 0
+    device: str = "auto"
+    warmup_steps: int = 10
+    progress: bool = True
+    measure_memory: bool = True
+
+    def validate(self) -> None:
+        """Reject nonsense with one clear message."""
+        for name in ("epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.stop_metric not in (None, "val_loss", "val_acc"):
+            raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
+
+
+def make_optimizer_factory(name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> OptimizerFactory:
+    """A factory that gives each layer its own optimizer of one kind and setting."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+    def factory(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=lr, weight_decay=weight_decay)
+
+    return factory
+
+
+def resolve_optimizer(config: TrainConfig, default: dict[str, Any]) -> tuple[dict[str, Any], OptimizerFactory]:
+    """The optimizer settings a run uses (``config`` over the learner's ``default_optimizer``),
+    recorded in ``run.json``, and the factory that builds one such optimizer per layer."""
+    settings = {
+        "name": config.optimizer or default["name"],
+        "lr": config.lr if config.lr is not None else default["lr"],
+        "weight_decay": config.weight_decay if config.weight_decay is not None else default.get("weight_decay", 0.0),
+    }
+    factory = make_optimizer_factory(str(settings["name"]), float(settings["lr"]),
+                                     float(settings["weight_decay"]), config.momentum)
+    return settings, factory
