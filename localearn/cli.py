@@ -174,14 +174,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device))
     scores = evaluate(learner, data, args.split, 256, device)
     total = int(scores["samples"])
+    metric = next(k for k in scores if k not in ("loss", "samples"))  # accuracy, roc_auc or mse
     res = {"algorithm": ckpt["run"]["algorithm"], "dataset": data.name, "split": args.split,
-           "accuracy": scores["accuracy"], "loss": scores["loss"], "samples": total,
+           metric: scores[metric], "loss": scores["loss"], "samples": total,
            "complete": ckpt.get("complete")}
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         note = "" if res["complete"] else "  (checkpoint of an unfinished run)"
-        print(f"{res['algorithm']} on {res['dataset']} {args.split}: accuracy {res['accuracy']:.4f} "
+        print(f"{res['algorithm']} on {res['dataset']} {args.split}: {metric} {res[metric]:.4f} "
               f"({total} samples){note}")
     return 0
 
