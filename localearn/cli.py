@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to learn: link (forward_gnn, backprop_gnn), autoencoder (counter_current)")
     t.add_argument("--patience", type=int, default=20, help="epochs without improvement per unit")
     t.add_argument("--stop-metric", choices=["val_loss", "val_acc"], default=None)
+    t.add_argument("--prefix-cache-gb", type=float, default=0.0,
+                   help="memoise a greedy unit's frozen prefix up to this many GiB (default 0: recompute)")
     t.add_argument("--no-restore", action="store_true", help="do not restore best states (all arms)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
@@ -152,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, optimizer=args.optimizer, patience=args.patience,
             stop_metric=args.stop_metric, restore_best=not args.no_restore, seed=args.seed,
             device=args.device, progress=not args.no_progress, probes=probes,
+            prefix_cache_gb=args.prefix_cache_gb,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"

@@ -38,6 +38,8 @@ class TrainConfig:
         warmup_steps: first steps metered in their own ``warmup`` window (counted in training).
         progress: show progress bars and per-epoch lines.
         measure_memory: track bytes saved for backward (saved-tensor hooks).
+        prefix_cache_gb: memo for a greedy unit's frozen prefix, up to this many GiB (0: off,
+            recompute every batch as the reference does); see ``LocalLearner.train_step``.
     """
 
     epochs: int = 20
@@ -55,6 +57,7 @@ class TrainConfig:
     warmup_steps: int = 10
     progress: bool = True
     measure_memory: bool = True
+    prefix_cache_gb: float = 0.0
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""
@@ -67,6 +70,8 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if not (self.prefix_cache_gb >= 0 and math.isfinite(self.prefix_cache_gb)):
+            raise ConfigError(f"prefix_cache_gb must be >= 0, got {self.prefix_cache_gb}")
         if self.stop_metric not in (None, "val_loss", "val_acc"):
             raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
 

@@ -9,7 +9,7 @@ context from a batch and how to predict. It never builds a loop: the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, parse_arch
 from localearn.errors import ConfigError
+from localearn.feature_cache import FeatureCache
 from localearn.layer import Context, LocalLayer
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -98,6 +99,9 @@ class LocalLearner(nn.Module):
             )
         self.schedule_mode = mode
         self.layers = nn.ModuleList()
+        # Set by the Trainer (TrainConfig.prefix_cache_gb): memoises a greedy unit's frozen prefix.
+        self.prefix_cache: FeatureCache | None = None
+        self._prefix_seen = (0, 0)
 
     # ------------------------------------------------------------------------------ helpers
     @property
@@ -149,21 +153,34 @@ class LocalLearner(nn.Module):
         for i, layer in enumerate(self.local_layers):
             if i not in stage.layers:
                 layer.eval()
+        cache = self.prefix_cache
+        if cache is not None:  # the last epoch's hit rate; by the 2nd epoch of a unit rows repeat
+            lookups, hits = cache.lookups - self._prefix_seen[0], cache.hits - self._prefix_seen[1]
+            if epoch >= 3 and lookups and hits < 0.5 * lookups:
+                self.prefix_cache = None  # rows never repeat (augmented data): recompute, as without it
+            self._prefix_seen = (cache.lookups, cache.hits)
 
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
         """The chain: ``layer.train_step`` through the layers of ``stage``.
 
         The chain starts from ``ctx.inputs`` (or the batch's inputs). Layers before the stage run
         under no-grad through :meth:`LocalLayer.infer` (so context-aware layers get their graph):
-        the frozen prefix of a greedy schedule is recomputed every batch, as in the reference;
-        layers after it are skipped. Learners extend this (CCL's parked clip, NoProp's head);
+        the frozen prefix of a greedy schedule is recomputed every batch, as in the reference, or,
+        with ``TrainConfig.prefix_cache_gb > 0``, read from a content-keyed memo of its output
+        (bounded; rows past the bound and augmented data fall back to recomputing); layers after
+        the unit are skipped. Learners extend this (CCL's parked clip, NoProp's head);
         none re-implements it.
         """
         ctx = self.make_context(batch)
         h = ctx.inputs if ctx.inputs is not None else self.split_batch(batch)[0]
         losses: dict[str, float] = {}
         last = max(stage.layers, default=-1)
+        start = self._cached_prefix(h, ctx, stage)
+        if start:
+            h = cast(FeatureCache, self.prefix_cache).lookup(h, self._prefix_token(start, h), self._prefix(start, ctx))
         for i, layer in enumerate(self.local_layers[: last + 1]):
+            if i < start:
+                continue
             if i in stage.layers:
                 h, loss = layer.train_step(h, ctx)
                 losses[f"loss/{layer.layer_name}"] = float(loss)
@@ -172,6 +189,28 @@ class LocalLearner(nn.Module):
                     h = layer.infer(h, ctx)
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
+
+    def _cached_prefix(self, x: Any, ctx: Context, stage: Stage) -> int:
+        """How many frozen leading layers the prefix cache may serve (0: none). Only for a batch's
+        own inputs (no learner-built ``ctx.inputs``) and layers in eval mode, whose outputs
+        depend on each row alone."""
+        first = min(stage.layers, default=0)
+        if self.prefix_cache is None or ctx.inputs is not None or not isinstance(x, Tensor) or first == 0:
+            return 0
+        return 0 if any(layer.training for layer in self.local_layers[:first]) else first
+
+    def _prefix_token(self, n: int, x: Tensor) -> Hashable:
+        """What the first ``n`` layers' outputs depend on: every tensor of theirs, and its version."""
+        tensors = [t for layer in self.local_layers[:n] for t in (*layer.parameters(), *layer.buffers())]
+        return (n, str(x.device), tuple((t.data_ptr(), t._version) for t in tensors))
+
+    def _prefix(self, n: int, ctx: Context) -> Callable[[Tensor], Tensor]:
+        def compute(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                for layer in self.local_layers[:n]:
+                    x = layer.infer(x, ctx)
+            return x
+        return compute
 
     # ------------------------------------------------------------------------------ tuning
     @classmethod

@@ -31,6 +31,7 @@ from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, sav
 from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
+from localearn.feature_cache import FeatureCache
 from localearn.learner import LocalLearner, Stage
 from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, peak_rss_bytes
 from localearn.record import run_record
@@ -123,6 +124,8 @@ class Trainer:
         self.optim_settings, factory = resolve_optimizer(self.config, learner.default_optimizer)
         self.optimizers = learner.configure_optimizers(factory)
         self.stages = learner.stages()
+        if self.config.prefix_cache_gb > 0:
+            learner.prefix_cache = FeatureCache(int(self.config.prefix_cache_gb * 2**30))
         self.state = _State()
         self.saved = SavedTensorMeter(list(learner.parameters()))
         self._best_state: dict[str, torch.Tensor] | None = None

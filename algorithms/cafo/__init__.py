@@ -55,7 +55,7 @@ name (``layer<k>``), so ``run.json`` holds each block's own test accuracy; layer
 
 Feature cache (``cache_features=True``, ``cache_max_gb``): during a predictor unit the frozen
 blocks' features h_k are memoised by a digest of each input row's bytes (see
-:mod:`.cache` for why the cache lives in the learner, not the data), shared by training and
+:mod:`localearn.feature_cache` for why the cache lives in the learner, not the data), shared by training and
 validation batches. Without augmentation (``ImageData.augment is None``, e.g. MNIST, digits,
 ``cifar10_subset`` with ``dataset_options={"augment": False}``) each unit computes its
 block features once, in its first epoch; with augmentation rows never repeat, the learner detects
@@ -71,7 +71,8 @@ a constant factor Adam ignores.
 
 from __future__ import annotations
 
-from .cache import FeatureCache, fingerprints
+from localearn.feature_cache import FeatureCache, fingerprints
+
 from .layers import CafoBlock, CafoPredictor, solve_ridge
 from .learner import CaFo, unit_norm_gaussian
 from .sparsemax import sparsemax, sparsemax_loss

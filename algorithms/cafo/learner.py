@@ -16,11 +16,11 @@ from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
+from localearn.feature_cache import FeatureCache
 from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
 
-from .cache import FeatureCache
 from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, dfa_error
 from .sparsemax import sparsemax
 

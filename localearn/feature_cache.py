@@ -1,4 +1,5 @@
-"""A content-keyed memo of frozen block features, for CaFo's predictor stages.
+"""A content-keyed memo of frozen layers' outputs: CaFo's predictor stages and the frozen prefix
+of greedy schedules (``TrainConfig.prefix_cache_gb``, see :meth:`LocalLearner.train_step`).
 
 Why here and not in the data pipeline: the trainer hands the learner shuffled batches, never
 sample indices, and the learner cannot swap the trainer's dataset, so the only cache a learner
