@@ -28,7 +28,7 @@ class OptunaPruning(Callback):
         import optuna
 
         with trainer.meter.phase("validate"):
-            accuracy = trainer.evaluate("val")["accuracy"]
+            accuracy = trainer.evaluate("val")[trainer.task.metric]  # accuracy (ROC-AUC for link runs)
         record["model_val_accuracy"] = accuracy
         step = record["global_epoch"]  # one epoch of any unit = one pass over the training set
         self.trial.report(accuracy, step)
