@@ -12,10 +12,10 @@ country-average carbon intensity, so it is labelled ``codecarbon_offline (estima
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from localearn.errors import ConfigError
+from localearn.measure.provenance import package_version
 
 METHOD = "codecarbon_offline (estimated)"
 
@@ -140,14 +140,10 @@ class CarbonTracker:
         finally:
             self._logger.removeHandler(self._capture)
             self._logger.setLevel(self._old_level)
-        try:
-            cc_version: str | None = version("codecarbon")
-        except PackageNotFoundError:  # pragma: no cover
-            cc_version = None
         base: dict[str, Any] = {
             "method": METHOD,
             "country_iso_code": self.country,
-            "codecarbon_version": cc_version,
+            "codecarbon_version": package_version("codecarbon"),
             "tracking_mode": "process",
         }
         data = getattr(tracker, "final_emissions_data", None)

@@ -55,6 +55,7 @@ def test_registry_imports_a_learner_only_when_asked() -> None:
 
 def test_shipped_table_matches_the_classes() -> None:
     from localearn.algorithms import SHIPPED
+
     from localearn.registry import get_algorithm
 
     for name, (module, aliases) in SHIPPED.items():
