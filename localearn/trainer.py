@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
+from localearn.data.adapters import as_bundle
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
@@ -166,6 +167,7 @@ class Trainer:
         probes: Iterable[Probe] = (),
         run_info: dict[str, Any] | None = None,
     ) -> None:
+        data = as_bundle(data)  # DataLoaders or a PyG graph beside the bundled datasets
         self.config = config or TrainConfig()
         self.config.validate()
         if learner.supports_graphs != (data.kind == "graph"):
