@@ -48,7 +48,7 @@ def test_user_blocks_train_under_forward_forward(digits: localearn.ImageData) ->
 def test_from_modules_names_the_problem(digits: localearn.ImageData) -> None:
     with pytest.raises(ConfigError, match=r"block 1 \(Linear\) fails on input of shape \(128,\)"):
         MonoForward.from_modules([nn.Sequential(nn.Flatten(), nn.Linear(64, 128)), nn.Linear(7, 3)], (1, 8, 8))
-    with pytest.raises(ConfigError, match="noprop does not take from_modules blocks .*works with mono_forward"):
+    with pytest.raises(ConfigError, match=r"noprop does not take from_modules blocks .*works with mono_forward"):
         localearn.get_algorithm("noprop").from_modules([nn.Flatten()], (1, 8, 8))
 
 
@@ -77,7 +77,7 @@ def test_from_loaders_checks_its_input(digits: localearn.ImageData) -> None:
     bundle = from_loaders(train, val)
     assert bundle.input_shape == (1, 8, 8) and bundle.num_classes == 10
     assert "test = validation" in bundle.info["test"]
-    with pytest.raises(ConfigError, match="train must be a torch.utils.data.DataLoader, got list"):
+    with pytest.raises(ConfigError, match=r"train must be a torch\.utils\.data\.DataLoader, got list"):
         from_loaders([1, 2], val)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="takes a DataBundle"):
         Trainer(localearn.create_learner("mf", arch="mlp:1x8", input_shape=(1, 8, 8)), "digits")  # type: ignore[arg-type]
