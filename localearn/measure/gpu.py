@@ -24,7 +24,8 @@ Process = tuple[int, int | None]  # (pid, bytes NVML charges to it, when visible
 
 
 class Gpu(Protocol):
-    """What the energy probe reads from a GPU (tests pass a fake with these methods)."""
+    """What the energy probe reads from a GPU (tests pass a fake with these methods): the counter
+    (mJ), power (W), temperature (°C), utilisation (%), SM clock (MHz), processes, board info."""
 
     def energy_mj(self) -> int | None: ...
     def power_w(self) -> float | None: ...
