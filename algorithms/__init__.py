@@ -1,13 +1,21 @@
-"""The shipped learners, one module or subpackage each; importing this package registers them all."""
+"""The shipped learners, one module or subpackage each, imported only when first used.
 
-from localearn.algorithms import (
-    backprop,
-    cafo,
-    counter_current,
-    forward_forward,
-    forward_gnn,
-    mono_forward,
-    noprop,
-)
+``SHIPPED`` maps every learner name to the module that registers it and to its aliases, so that
+``localearn.registry`` can list them all and import one on demand: a user of an image learner
+never imports torch_geometric (ForwardGNN's dependency). A new learner adds its line here.
+"""
 
-__all__ = ["backprop", "cafo", "counter_current", "forward_forward", "forward_gnn", "mono_forward", "noprop"]
+SHIPPED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "backprop": ("localearn.algorithms.backprop", ("bp",)),
+    "backprop_gnn": ("localearn.algorithms.forward_gnn", ("bp_gnn",)),
+    "cafo": ("localearn.algorithms.cafo", ("cascaded_forward",)),
+    "counter_current": ("localearn.algorithms.counter_current", ("ccl",)),
+    "forward_forward": ("localearn.algorithms.forward_forward", ("ff",)),
+    "forward_gnn": ("localearn.algorithms.forward_gnn", ("fgnn",)),
+    "mono_forward": ("localearn.algorithms.mono_forward", ("mf",)),
+    "noprop": ("localearn.algorithms.noprop", ("noprop_dt",)),
+    "noprop_ct": ("localearn.algorithms.noprop", ()),
+    "noprop_fm": ("localearn.algorithms.noprop", ()),
+}
+
+__all__ = ["SHIPPED"]

@@ -7,6 +7,8 @@ layers. Run: python examples/mono_forward_custom.py
 
 from __future__ import annotations
 
+import os
+
 import torch
 from localearn.algorithms.mono_forward import MonoForwardLayer
 from torch import nn
@@ -35,17 +37,13 @@ class TwoLayerMF(nn.Module):
         return self.l2.goodness(self.l2(self.l1(x)))
 
 
-def main() -> None:
+if __name__ == "__main__":
     torch.manual_seed(0)
     data = load_dataset("digits")
     model = TwoLayerMF(64, 256, data.num_classes)
-    for epoch in range(15):
+    for epoch in range(int(os.environ.get("LOCALEARN_EXAMPLE_EPOCHS", "15"))):
         gen = torch.Generator().manual_seed(epoch)
         losses = [model.train_batch(x, y) for x, y in data.train_batches(64, gen)]
         x, y = data.split("test")
         acc = (model.predict(x).argmax(1) == y).float().mean()
-        print(f"epoch {epoch + 1:2d}  loss {sum(losses) / len(losses):.4f}  test acc {acc:.4f}")
-
-
-if __name__ == "__main__":
-    main()
+        print(f"epoch {epoch + 1:2d}  loss {sum(losses) / len(losses):.4f}  test accuracy {acc:.4f}")

@@ -2,11 +2,12 @@
 
 Public API: :func:`create_learner`, :func:`list_algorithms`, :func:`register_algorithm`,
 :class:`LocalLayer`, :class:`LocalLearner`, :class:`Trainer`, :class:`TrainConfig`, :func:`fit`,
-:func:`load_dataset`.
+:func:`load_dataset`; your own data: :func:`from_loaders`, :func:`from_pyg` (or pass DataLoaders to
+the Trainer); your own modules: ``<Learner>.from_modules([...])``.
 """
 
 from localearn.arch import ArchSpec, parse_arch
-from localearn.data import list_datasets, load_dataset
+from localearn.data import DataBundle, ImageData, LoaderData, from_loaders, from_pyg, list_datasets, load_dataset
 from localearn.errors import ConfigError, DataNotFoundError, LocalearnError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
@@ -21,7 +22,10 @@ __all__ = [
     "Callback",
     "ConfigError",
     "Context",
+    "DataBundle",
     "DataNotFoundError",
+    "ImageData",
+    "LoaderData",
     "LocalLayer",
     "LocalLearner",
     "LocalearnError",
@@ -30,6 +34,8 @@ __all__ = [
     "Trainer",
     "create_learner",
     "fit",
+    "from_loaders",
+    "from_pyg",
     "get_algorithm",
     "list_algorithms",
     "list_datasets",

@@ -159,6 +159,8 @@ def build_trunk(spec: ArchSpec | str, input_shape: tuple[int, ...]) -> tuple[lis
         ConfigError: when the spec does not fit the input.
     """
     spec = parse_arch(spec)
+    if spec.kind == "modules":  # a user's own blocks (localearn.modules.from_modules), used as given
+        return list(spec.blocks), list(spec.shapes)  # type: ignore[attr-defined]
     blocks: list[nn.Module] = []
     shapes: list[tuple[int, ...]] = []
     if spec.kind in MLP_KINDS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Self, cast
 
 import torch
 from torch import Tensor, nn
@@ -262,3 +262,12 @@ class LocalLearner(nn.Module):
             "stop_metric": cls.stop_metric,
             "default_arch": cls.default_arch,
         }
+
+    @classmethod
+    def from_modules(cls, blocks: Sequence[nn.Module], input_shape: Sequence[int], num_classes: int = 10,
+                     **options: Any) -> Self:
+        """This learner over your own ``nn.Module`` blocks, one local layer each (no subclass, no
+        arch string); ``options`` are the learner's. See :mod:`localearn.modules`."""
+        from localearn.modules import build_from_modules
+
+        return build_from_modules(cls, blocks, input_shape, num_classes, **options)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from localearn import outcome
 from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
 from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
+from localearn.data.adapters import as_bundle
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
 from localearn.feature_cache import FeatureCache
@@ -105,6 +106,7 @@ class Trainer:
         probes: Iterable[Probe] = (),
         run_info: dict[str, Any] | None = None,
     ) -> None:
+        data = as_bundle(data)  # DataLoaders or a PyG graph beside the bundled datasets
         self.config = config or TrainConfig()
         self.config.validate()
         if learner.supports_graphs != (data.kind == "graph"):

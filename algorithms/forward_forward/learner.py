@@ -33,11 +33,14 @@ class FFLayer(LocalLayer):
     running_mean: Tensor
 
     def __init__(self, in_dim: int, out_dim: int, *, goodness: str, theta: float,
-                 straight_through: bool, peer_norm: float, peer_momentum: float) -> None:
+                 straight_through: bool, peer_norm: float, peer_momentum: float,
+                 body: nn.Module | None = None) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_dim, out_dim)
-        nn.init.normal_(self.linear.weight, 0.0, 1.0 / math.sqrt(out_dim))  # N(0, 1/D_out), loeweX
-        nn.init.zeros_(self.linear.bias)
+        if body is None:  # else a user block (from_modules) in place of the linear map
+            body = nn.Linear(in_dim, out_dim)
+            nn.init.normal_(body.weight, 0.0, 1.0 / math.sqrt(out_dim))  # N(0, 1/D_out), loeweX
+            nn.init.zeros_(body.bias)
+        self.linear = body
         self.goodness_mode, self.theta = goodness, float(theta)
         self.straight_through = straight_through
         self.peer_norm, self.peer_momentum = float(peer_norm), float(peer_momentum)
@@ -146,12 +149,13 @@ class ForwardForward(LocalLearner):
         self.classifier_lr = float(classifier_lr)
         self.classifier_wd = float(classifier_weight_decay)
         self.hybrid_blur_steps = int(hybrid_blur_steps)
-        for width in self.arch.widths:
+        blocks = getattr(self.arch, "blocks", None) or [None] * self.arch.depth
+        for width, block in zip(self.arch.widths, blocks, strict=True):
             # θ_l = D_l for sum goodness, 1 for mean goodness; an explicit threshold wins (§1.8.1).
             theta = threshold if threshold is not None else (width if goodness == "sum" else 1.0)
             layer = FFLayer(in_dim, width, goodness=goodness, theta=theta,
                             straight_through=straight_through, peer_norm=peer_norm,
-                            peer_momentum=peer_momentum)
+                            peer_momentum=peer_momentum, body=block)
             layer.collab, layer.index = self.collab, len(self.layers)
             self.add_layer(layer)
             in_dim = width

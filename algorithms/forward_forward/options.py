@@ -28,7 +28,7 @@ def choice(option: str, value: Any, valid: Sequence[str]) -> str:
 def check_options(ff: Any, threshold: float | None, peer_norm: float, peer_momentum: float,
                   hybrid_blur_steps: int) -> int:
     """Refuse option combinations FF cannot train; returns the input width ``prod(input_shape)``."""
-    if ff.arch.kind != "mlp":
+    if ff.arch.kind not in ("mlp", "modules"):  # modules: from_modules blocks
         raise ConfigError(f"forward_forward needs an mlp: architecture (got {ff.arch}); "
                           "its label is embedded into the flattened input")
     if not ff.embed:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from localearn.data.adapters import LoaderData, as_bundle, from_loaders, from_pyg
 from localearn.data.base import DataBundle, ImageData
 from localearn.errors import ConfigError
 from localearn.utils import check_kwargs
@@ -99,9 +100,13 @@ __all__ = [
     "DEFAULT_DATASET",
     "DataBundle",
     "ImageData",
+    "LoaderData",
+    "as_bundle",
     "canonical_dataset",
     "dataset_kind",
     "default_data_dir",
+    "from_loaders",
+    "from_pyg",
     "list_datasets",
     "load_dataset",
     "register_dataset",

@@ -254,29 +254,33 @@ def _kfold(
     return load
 
 
-def _builder(cls: Any, pyg_name: str) -> Callable[[Path], Any]:
-    """``root -> cls(root, pyg_name)``, the PyG dataset whose raw files are in root/NAME/raw."""
+def _builder(cls_name: str, pyg_name: str | None) -> Callable[[Path], Any]:
+    """``root -> cls(root, pyg_name)``, the PyG dataset whose raw files are in root/NAME/raw.
+
+    The class is looked up when a dataset is loaded, so registering the names imports no PyG.
+    """
 
     def build(root: Path) -> Any:
-        return cls(str(root), pyg_name)
+        import torch_geometric.datasets as pyg_datasets
+
+        cls = getattr(pyg_datasets, cls_name)
+        return cls(str(root), pyg_name) if pyg_name is not None else cls(str(root / "GitHub"))
 
     return build
 
 
 def _register_all() -> None:
-    from torch_geometric.datasets import Amazon, CitationFull, GitHub
-
     for name, pyg_name in (("cora", "Cora"), ("citeseer", "CiteSeer"), ("pubmed", "PubMed")):
         register_dataset(name, kind="graph")(_planetoid(name, pyg_name))
     for name, cf in (("cora_ml", "cora_ml"), ("citeseer_full", "citeseer"), ("pubmed_full", "pubmed"),
                      ("cora_full", "cora")):
-        loader = _kfold(name, "citationfull", cf, [f"{cf}.npz"], _builder(CitationFull, cf))
+        loader = _kfold(name, "citationfull", cf, [f"{cf}.npz"], _builder("CitationFull", cf))
         register_dataset(name, kind="graph")(loader)
     for name, alias, am in (("amazon_photo", "photo", "Photo"), ("amazon_computers", "computers", "Computers")):
-        loader = _kfold(name, "amazon", am, [f"amazon_electronics_{am.lower()}.npz"], _builder(Amazon, am))
+        loader = _kfold(name, "amazon", am, [f"amazon_electronics_{am.lower()}.npz"], _builder("Amazon", am))
         register_dataset(name, alias, kind="graph")(loader)
     register_dataset("github", kind="graph")(
-        _kfold("github", "github", "GitHub", ["github.npz"], lambda root: GitHub(str(root / "GitHub")))
+        _kfold("github", "github", "GitHub", ["github.npz"], _builder("GitHub", None))
     )
 
 

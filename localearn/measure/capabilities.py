@@ -1,91 +1,50 @@
 """What this machine can measure, and why not (``localearn env``).
 
-Reference: STUDY_PROTOCOL.md Rule 3 (energy methods ``nvml_energy_counter``,
-``nvml_power_poll@<Hz>``, ``rapl``, ``not_measured``; CO2e via CodeCarbon offline) and DESIGN.md
-"Kernels" (Triton on CUDA, the torch reference elsewhere). Each entry says ``available`` and
-either what was found or the reason it is missing; nothing here starts a measurement.
+Reference: STUDY_PROTOCOL.md Rule 3 (energy methods ``nvml_energy_counter``, ``rapl``,
+``not_measured``; CO2e via CodeCarbon offline) and DESIGN.md "Kernels" (Triton on CUDA, the
+torch reference elsewhere). Each entry says ``available`` and either what was found or the reason
+it is missing; nothing here starts a measurement.
 """
 
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from localearn.measure.gpu import CudaGpu, foreign_pids, load_nvml
+from localearn.measure.provenance import package_version
 from localearn.measure.rapl import DEFAULT_ROOT, discover_zones
 
 
-def _version(pkg: str) -> str | None:
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return None
-
-
 def cuda_status() -> dict[str, Any]:
+    base = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
     if not torch.cuda.is_available():
-        reason = (
-            "torch was built without CUDA"
-            if torch.version.cuda is None
-            else "no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)"
-        )
-        return {
-            "available": False,
-            "torch": torch.__version__,
-            "torch_cuda": torch.version.cuda,
-            "reason": reason,
-        }
-    return {
-        "available": True,
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-    }
+        reason = ("torch was built without CUDA" if torch.version.cuda is None
+                  else "no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)")
+        return {"available": False, **base, "reason": reason}
+    return {"available": True, **base,
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
 
 
-def nvml_status(nvml: Any = None) -> dict[str, Any]:
+def nvml_status() -> dict[str, Any]:
+    nvml, reason = load_nvml()
+    if nvml is None:
+        return {"available": False, "nvidia_ml_py": package_version("nvidia-ml-py"), "reason": reason}
     try:
-        mod = nvml if nvml is not None else __import__("pynvml")
-    except ImportError:
-        return {"available": False, "reason": "nvidia-ml-py (pynvml) is not installed"}
-    try:
-        mod.nvmlInit()
-    except Exception as exc:
-        return {
-            "available": False,
-            "nvidia_ml_py": _version("nvidia-ml-py"),
-            "reason": f"NVML could not be initialised ({type(exc).__name__}: {exc}); "
-            "no NVIDIA driver",
-        }
-    try:
-        from localearn.measure.nvml import NvmlGpu
-
         gpus = []
-        for i in range(int(mod.nvmlDeviceGetCount())):
-            gpu = NvmlGpu(mod, mod.nvmlDeviceGetHandleByIndex(i))
-            info = gpu.info()
-            method = (
-                "nvml_energy_counter"
-                if gpu.energy_method == "nvml_energy_counter"
-                else "nvml_power_poll"
-            )
-            attributable = not info["mig_enabled"] and not gpu.foreign_pids()
-            gpus.append(
-                {
-                    **info,
-                    "index": i,
-                    "energy_method": method,
-                    "other_processes": sorted(gpu.foreign_pids()),
-                    "attributable": attributable,
-                }
-            )
-        return {"available": True, "nvidia_ml_py": _version("nvidia-ml-py"), "gpus": gpus}
+        for i in range(int(nvml.nvmlDeviceGetCount())):
+            gpu = CudaGpu(nvml, nvml.nvmlDeviceGetHandleByIndex(i))
+            info, others = gpu.info(), sorted(foreign_pids(gpu.processes()))
+            method = "nvml_energy_counter" if gpu.energy_mj() is not None else "not_measured (no energy counter)"
+            gpus.append({**info, "index": i, "energy_method": method, "other_processes": others,
+                         "attributable": not info["mig_enabled"] and not others})
+        return {"available": True, "nvidia_ml_py": package_version("nvidia-ml-py"), "gpus": gpus}
     finally:
         try:
-            mod.nvmlShutdown()
+            nvml.nvmlShutdown()
         except Exception:
             pass
 
@@ -98,87 +57,54 @@ def rapl_status(root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
 
 
 def codecarbon_status() -> dict[str, Any]:
-    cc = _version("codecarbon")
+    cc = package_version("codecarbon")
     if cc is None:
         return {"available": False, "reason": "codecarbon is not installed"}
     from localearn.measure.carbon import energy_mix_countries
 
-    return {
-        "available": True,
-        "version": cc,
-        "countries": len(energy_mix_countries()),
-        "note": "offline estimate; needs --country (ISO 3166-1 alpha-3 or alpha-2)",
-    }
+    return {"available": True, "version": cc, "countries": len(energy_mix_countries()),
+            "note": "offline estimate; needs --country (ISO 3166-1 alpha-3 or alpha-2)"}
 
 
 def triton_status() -> dict[str, Any]:
-    tv = _version("triton")
+    tv = package_version("triton")
     if tv is None:
-        return {
-            "available": False,
-            "reason": "triton is not installed (the torch kernels are used)",
-        }
+        return {"available": False, "reason": "triton is not installed (the torch kernels are used)"}
     if not torch.cuda.is_available():
         interp = os.environ.get("TRITON_INTERPRET") == "1"
-        return {
-            "available": False,
-            "version": tv,
-            "reason": "no CUDA GPU: kernels use the torch reference"
-            + (" (TRITON_INTERPRET=1 runs Triton on the CPU for tests)" if interp else ""),
-        }
+        return {"available": False, "version": tv,
+                "reason": "no CUDA GPU: kernels use the torch reference"
+                + (" (TRITON_INTERPRET=1 runs Triton on the CPU for tests)" if interp else "")}
     return {"available": True, "version": tv}
 
 
 def environment_report(rapl_root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
     """Every meter and accelerator localearn can use here, with the reason for each absence."""
-    return {
-        "cuda": cuda_status(),
-        "nvml": nvml_status(),
-        "rapl": rapl_status(rapl_root),
-        "codecarbon": codecarbon_status(),
-        "triton": triton_status(),
-    }
+    return {"cuda": cuda_status(), "nvml": nvml_status(), "rapl": rapl_status(rapl_root),
+            "codecarbon": codecarbon_status(), "triton": triton_status()}
+
+
+def _detail(key: str, entry: dict[str, Any]) -> str:
+    if key == "cuda":
+        return ", ".join(entry["devices"]) + f" (torch {entry['torch']}, CUDA {entry['torch_cuda']})"
+    if key == "nvml":
+        return "; ".join(
+            f"{g['name']} driver {g['driver_version']} CUDA {g['cuda_driver_version']}: {g['energy_method']}"
+            + ("" if g["attributable"] else f" but cannot attribute (MIG or other processes {g['other_processes']})")
+            for g in entry["gpus"]) or "no GPUs"
+    if key == "rapl":
+        return ", ".join(entry["zones"])
+    if key == "codecarbon":
+        return f"{entry['version']}, {entry['countries']} countries; {entry['note']}"
+    return f"triton {entry['version']}"
 
 
 def format_environment(report: dict[str, Any]) -> str:
     """A one-screen text version of :func:`environment_report`."""
     lines = ["localearn environment: what can be measured here"]
-    for key, label in (
-        ("cuda", "CUDA"),
-        ("nvml", "NVML (GPU energy)"),
-        ("rapl", "RAPL (CPU energy)"),
-        ("codecarbon", "CodeCarbon (CO2e)"),
-        ("triton", "Triton kernels"),
-    ):
+    for key, label in (("cuda", "CUDA"), ("nvml", "NVML (GPU energy)"), ("rapl", "RAPL (CPU energy)"),
+                       ("codecarbon", "CodeCarbon (CO2e)"), ("triton", "Triton kernels")):
         entry = report[key]
-        if not entry["available"]:
-            lines.append(f"  {label:<20} no   - {entry['reason']}")
-            continue
-        if key == "cuda":
-            detail = (
-                ", ".join(entry["devices"])
-                + f" (torch {entry['torch']}, CUDA {entry['torch_cuda']})"
-            )
-        elif key == "nvml":
-            detail = (
-                "; ".join(
-                    f"{g['name']} driver {g['driver_version']} CUDA {g['cuda_driver_version']}: "
-                    f"{g['energy_method']}"
-                    + (
-                        ""
-                        if g["attributable"]
-                        else " but cannot attribute (MIG "
-                        f"or other processes {g['other_processes']})"
-                    )
-                    for g in entry["gpus"]
-                )
-                or "no GPUs"
-            )
-        elif key == "rapl":
-            detail = ", ".join(entry["zones"])
-        elif key == "codecarbon":
-            detail = f"{entry['version']}, {entry['countries']} countries; {entry['note']}"
-        else:
-            detail = f"triton {entry['version']}"
-        lines.append(f"  {label:<20} yes  - {detail}")
+        ok = entry["available"]
+        lines.append(f"  {label:<20} {'yes' if ok else 'no '}  - {_detail(key, entry) if ok else entry['reason']}")
     return "\n".join(lines)

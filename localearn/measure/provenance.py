@@ -16,14 +16,18 @@ _PACKAGES = (
 )
 
 
+def package_version(pkg: str) -> str | None:
+    """The installed version of distribution ``pkg``, None when absent (the one version helper)."""
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions of the packages a result depends on (None when absent)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in _PACKAGES:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
+    out.update({pkg: package_version(pkg) for pkg in _PACKAGES})
     out["cuda"] = torch.version.cuda
     out["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
     out["git_commit"] = git_commit()

@@ -1,14 +1,12 @@
-"""Energy metering: RAPL reader, trapezoid rule, NVML attribution, CPU-only runs, CO2e."""
+"""Energy metering: RAPL reader, NVML counter and attribution, idle adjustment, CPU-only runs, CO2e."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +16,8 @@ import localearn
 from localearn.errors import ConfigError
 from localearn.measure import PhaseMeter
 from localearn.measure.carbon import METHOD, CarbonTracker, resolve_country
-from localearn.measure.energy import EnergyProbe, trapezoid_energy
+from localearn.measure.energy import EnergyProbe
+from localearn.measure.gpu import foreign_pids, own_memory
 from localearn.measure.rapl import RaplReader, counter_delta, discover_zones
 
 MAX_RANGE = 262_143_328_850  # a real package max_energy_range_uj
@@ -27,7 +26,7 @@ MAX_RANGE = 262_143_328_850  # a real package max_energy_range_uj
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text + "\n")
-    os.replace(tmp, path)  # atomic: the poller may read concurrently
+    os.replace(tmp, path)
 
 
 def make_rapl(root: Path, package_uj: int = 1_000, dram_uj: int = 500) -> Path:
@@ -60,9 +59,7 @@ def test_rapl_reader_sums_package_and_dram_across_a_wrap(tmp_path: Path) -> None
     _write(root / "intel-rapl:0" / "energy_uj", "2500")  # wrapped: 1000 + 2500 uJ
     _write(root / "intel-rapl:0:1" / "energy_uj", "3500")  # +3000 uJ
     _write(root / "intel-rapl:0:0" / "energy_uj", "999999")  # core: must not be added
-    totals = reader.totals_uj()
-    names = reader.domain_names()
-    by_domain = {names[k]: v for k, v in totals.items()}
+    by_domain = {zone.name: uj for zone, uj in reader.totals_uj().items()}
     assert by_domain == {"package-0": 3_500, "dram": 3_000}
 
 
@@ -95,107 +92,65 @@ def test_probe_measures_rapl_per_phase_and_unit(tmp_path: Path) -> None:
     assert energy["cpu"]["per_phase"]["train"]["short_windows"] == 1
 
 
-# ------------------------------------------------------------------------------ trapezoid
-def test_trapezoid_matches_an_analytic_power_curve() -> None:
-    # P(t) = 200 + 80 sin(2 pi t / 3) W sampled at 10 Hz over [0, 20] s.
-    times = [k / 10 for k in range(201)]
-    watts = [200 + 80 * math.sin(2 * math.pi * t / 3) for t in times]
-    exact = 200 * 20 + 80 * 3 / (2 * math.pi) * (1 - math.cos(2 * math.pi * 20 / 3))
-    got = trapezoid_energy(times, watts)
-    assert got is not None and abs(got - exact) / exact < 1e-3
+def test_with_a_country_codecarbon_is_the_only_cpu_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_rapl(tmp_path / "powercap")
+    probe = EnergyProbe(device="cpu", idle_seconds=0, country="DEU", rapl_root=root)
+    assert probe.carbon is not None
+    monkeypatch.setattr(probe.carbon, "start", lambda: None)
+    monkeypatch.setattr(probe.carbon, "stop", lambda: {"status": "estimated", "cpu_energy_kwh": 1e-6})
+    meter = PhaseMeter(None, [probe])
+    with meter.phase("train"):
+        _write(root / "intel-rapl:0" / "energy_uj", str(1_000 + 2_000_000))
+    energy = probe.report()["energy"]
+    assert probe.rapl is None  # the project's RAPL reader never opened
+    assert energy["cpu"]["method"] == "not_measured" and "CodeCarbon reads the CPU" in energy["cpu"]["reason"]
+    assert energy["co2e"]["cpu_energy_kwh"] == 1e-6
 
 
-def test_trapezoid_interpolates_at_window_edges() -> None:
-    times, watts = [0.0, 1.0, 2.0, 3.0], [0.0, 10.0, 20.0, 30.0]  # P = 10 t, exact for a line
-    assert trapezoid_energy(times, watts, 0.5, 2.5) == pytest.approx(5 * (2.5**2 - 0.5**2))
-    assert trapezoid_energy([], [], 0.0, 1.0) is None
+# ------------------------------------------------------------------------------ fake GPU
+class FakeGpu:
+    """The GPU reader's surface for one board whose power the test sets; the counter integrates it."""
 
-
-# ----------------------------------------------------------------------------- fake NVML
-class NotSupported(Exception):
-    pass
-
-
-class FakeNVML:
-    """pynvml's surface for one board whose power the test sets; the counter integrates it."""
-
-    NVML_FI_DEV_POWER_INSTANT, NVML_CLOCK_SM, NVML_TEMPERATURE_GPU, NVML_DEVICE_MIG_ENABLE = (
-        186,
-        1,
-        0,
-        1,
-    )
-
-    def __init__(
-        self,
-        watts: float = 50.0,
-        counter: bool = True,
-        pids: list[int] | None = None,
-        mig: bool = False,
-    ) -> None:
+    def __init__(self, watts: float = 50.0, counter: bool = True, pids: list[int] | None = None,
+                 mig: bool = False) -> None:
         self._w, self._acc, self._t = watts, 0.0, time.perf_counter()
         self.counter, self.mig = counter, mig
         self.pids = [os.getpid()] if pids is None else pids
+        self.closed = False
 
     def set_power(self, watts: float) -> None:
         now = time.perf_counter()
         self._acc += self._w * (now - self._t)
         self._t, self._w = now, watts
 
-    def nvmlInit(self) -> None: ...
-    def nvmlShutdown(self) -> None: ...
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> str:
-        return f"gpu{i}"
+    def energy_mj(self) -> int | None:
+        return int(1000 * (self._acc + self._w * (time.perf_counter() - self._t))) if self.counter else None
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, h: Any) -> int:
-        if not self.counter:
-            raise NotSupported
-        return int(1000 * (self._acc + self._w * (time.perf_counter() - self._t)))
+    def power_w(self) -> float:
+        return self._w
 
-    def nvmlDeviceGetFieldValues(self, h: Any, ids: list[int]) -> Any:
-        raise NotSupported
+    def temperature(self) -> float:
+        return 41.0
 
-    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:
-        return int(self._w * 1000)
+    def utilization(self) -> float:
+        return 90.0
 
-    def nvmlDeviceGetUtilizationRates(self, h: Any) -> Any:
-        return SimpleNamespace(gpu=90, memory=20)
+    def sm_clock(self) -> float:
+        return 1980.0
 
-    def nvmlDeviceGetClockInfo(self, h: Any, c: int) -> int:
-        return 1980
+    def processes(self) -> list[tuple[int, int | None]]:
+        return [(p, 512 * 2**20) for p in self.pids]
 
-    def nvmlDeviceGetTemperature(self, h: Any, s: int) -> int:
-        return 41
+    def info(self) -> dict[str, Any]:
+        return {"name": "Fake H100", "power_limit_w": 700.0, "cuda_driver_version": "12.4",
+                "mig_enabled": self.mig}
 
-    def nvmlDeviceGetMigMode(self, h: Any) -> tuple[int, int]:
-        return (1 if self.mig else 0, 0)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[Any]:
-        return [SimpleNamespace(pid=p, usedGpuMemory=512 * 2**20) for p in self.pids]
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: Any) -> list[Any]:
-        return []
-
-    def nvmlDeviceGetName(self, h: Any) -> str:
-        return "Fake H100"
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return 12040
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, h: Any) -> int:
-        return 700_000
-
-    def nvmlDeviceGetPersistenceMode(self, h: Any) -> int:
-        return 1
+    def close(self) -> None:
+        self.closed = True
 
 
-def _fake_run(fake: FakeNVML, tmp_path: Path, window_s: float = 0.3) -> dict[str, Any]:
-    probe = EnergyProbe(
-        device="cuda", idle_seconds=0.3, poll_hz=50, nvml=fake, rapl_root=tmp_path / "no-powercap"
-    )
+def _fake_run(fake: FakeGpu, tmp_path: Path, window_s: float = 0.3) -> dict[str, Any]:
+    probe = EnergyProbe(device="cuda", idle_seconds=0.3, gpu=fake, rapl_root=tmp_path / "no-powercap")
     meter = PhaseMeter(None, [probe])  # device None: no CUDA synchronise on this machine
     probe.begin()  # idle baseline at the fake's 50 W
     fake.set_power(250.0)
@@ -206,38 +161,47 @@ def _fake_run(fake: FakeNVML, tmp_path: Path, window_s: float = 0.3) -> dict[str
 
 
 def test_nvml_counter_gives_raw_and_adjusted_energy(tmp_path: Path) -> None:
-    report = _fake_run(FakeNVML(), tmp_path)
+    fake = FakeGpu()
+    report = _fake_run(fake, tmp_path)
     energy, gpu = report["energy"], report["energy"]["gpu"]
     assert energy["method"] == "nvml_energy_counter"
     assert energy["baseline"]["gpu_idle_w"] == pytest.approx(50, rel=0.02)
     train = gpu["per_phase"]["train"]
     assert train["joules"] / train["seconds"] == pytest.approx(250, rel=0.02)
     assert train["adjusted_joules"] / train["seconds"] == pytest.approx(200, rel=0.03)
+    assert train["adjusted_joules"] == pytest.approx(train["joules"] - gpu["idle_w"] * train["seconds"])
+    assert train["mean_power_w"] == pytest.approx(250, rel=0.02) and train["peak_power_w"] == 250
+    assert train["mean_utilization_pct"] == 90 and train["mean_sm_clock_mhz"] == 1980
     assert train["short_windows"] == 1  # 0.3 s < 5 s: flagged
     assert gpu["per_unit"]["layer0"]["training"]["joules"] == pytest.approx(energy["train_joules"])
-    assert gpu["device"]["name"] == "Fake H100" and gpu["device"]["power_limit_w"] == 700
-    assert gpu["device"]["cuda_driver_version"] == "12.4"
-    assert gpu["device"]["temperature_c_start"] == 41
+    assert gpu["device"]["name"] == "Fake H100" and gpu["device"]["temperature_c_start"] == 41
     assert report["gpu_memory"]["nvml_process_peak_bytes"] == 512 * 2**20
+    assert fake.closed
 
 
-def test_power_poll_fallback_is_labelled_and_integrates(tmp_path: Path) -> None:
-    report = _fake_run(FakeNVML(counter=False), tmp_path, window_s=0.5)
-    energy = report["energy"]
-    assert energy["method"] == "nvml_power_poll@50Hz"
-    train = energy["gpu"]["per_phase"]["train"]
-    assert train["joules"] / train["seconds"] == pytest.approx(250, rel=0.1)
-    assert train["peak_power_w"] == 250
+def test_gpu_without_counter_is_not_measured(tmp_path: Path) -> None:
+    energy = _fake_run(FakeGpu(counter=False), tmp_path, window_s=0.05)["energy"]
+    assert energy["method"] == "not_measured" and "no energy counter" in energy["reason"]
+    assert energy["train_joules"] is None and energy["baseline"]["status"] == "not_measured"
+    assert energy["gpu"]["device"]["name"] == "Fake H100"  # the board is still described
+
+
+def test_attribution_reads_pid_namespaces() -> None:
+    me = os.getpid()
+    assert foreign_pids([(me, 1), (4242, 2)]) == {4242}
+    assert foreign_pids([(4242, 7)]) == set()  # our PID hidden by a namespace: the one process is us
+    assert foreign_pids([(4242, 7), (4343, 8)]) == {4242, 4343}
+    assert own_memory([(4242, 7)]) == 7 and own_memory([(me, 5), (4242, 9)]) == 5
 
 
 @pytest.mark.parametrize(
     "fake, why",
     [
-        (FakeNVML(pids=[os.getpid(), 4242]), "other processes"),
-        (FakeNVML(mig=True), "MIG"),
+        (FakeGpu(pids=[os.getpid(), 4242]), "other processes"),
+        (FakeGpu(mig=True), "MIG"),
     ],
 )
-def test_shared_gpu_or_mig_cannot_be_attributed(tmp_path: Path, fake: FakeNVML, why: str) -> None:
+def test_shared_gpu_or_mig_cannot_be_attributed(tmp_path: Path, fake: FakeGpu, why: str) -> None:
     energy = _fake_run(fake, tmp_path, window_s=0.05)["energy"]
     assert energy["method"] == "cannot_attribute" and why in energy["reason"]
     assert energy["train_joules"] is None and "per_phase" not in energy["gpu"]
@@ -324,7 +288,9 @@ def test_gpu_run_measures_energy_with_the_counter(tmp_path: Path) -> None:
     energy = result["metrics"]["energy"]
     if energy["method"] == "cannot_attribute":
         pytest.skip(f"shared GPU: {energy['reason']}")
-    assert energy["method"] in ("nvml_energy_counter", "nvml_power_poll@10Hz")
+    assert energy["method"] in ("nvml_energy_counter", "not_measured")
+    if energy["method"] == "not_measured":
+        pytest.skip(f"no counter: {energy['reason']}")
     assert energy["train_joules"] > 0
     assert energy["gpu"]["device"]["name"]
     assert (
