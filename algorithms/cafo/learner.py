@@ -19,6 +19,7 @@ from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.measure.memory import layer_scope
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .cache import FeatureCache
@@ -57,6 +58,18 @@ class CaFo(LocalLearner):
     test_arch = "cnn:4-8"
     test_options: ClassVar[dict[str, Any]] = {"blocks": "dfa"}  # conformance runs the DFA phase
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §3.1 (Adam variant, as Beyond-BP)", {"lr": "localearn default"},
+                         optimizer="adam", lr=1e-3, weight_decay=0.0),
+        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, MNIST, original: pred_lr, pred_wd)",
+                        lr=4.214e-4, weight_decay=1.66e-6),
+        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, F-MNIST, original)", lr=1.374e-3,
+                                weight_decay=2.94e-7),
+        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-10, original)", lr=2.411e-4,
+                          weight_decay=6.36e-6),
+        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-100, original)", lr=2.411e-4,
+                           weight_decay=6.36e-6),
+    }
 
     dfa_epoch: Tensor
 

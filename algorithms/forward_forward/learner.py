@@ -21,6 +21,7 @@ from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 from localearn.trainer import Callback, Trainer
 
@@ -124,6 +125,12 @@ class ForwardForward(LocalLearner):
     default_arch = "mlp:3x1000"
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1e-3, "weight_decay": 3e-4}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §1.4 (loeweX: SGD m 0.9, lr 1e-3, wd 3e-4, batch 100, 100 epochs)",
+                         {"patience": "STUDY_PROTOCOL.md §3 Rule 1 (loeweX has no early stopping)"},
+                         optimizer="sgd", momentum=0.9, lr=1e-3, weight_decay=3e-4, batch_size=100, epochs=100,
+                         patience=20),
+    }
 
     def __init__(
         self,
