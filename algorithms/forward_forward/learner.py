@@ -323,16 +323,31 @@ class ForwardForward(LocalLearner):
         return logs
 
     # ---------------------------------------------------------------------------- inference
-    def _per_label_goodness(self, x: Tensor) -> list[Tensor]:
-        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass."""
+    def _per_label_goodness(self, x: Tensor, share_first: bool = True) -> list[Tensor]:
+        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass.
+
+        ``share_first``: layer 1's image part is computed once for all C labels (see
+        :meth:`_first_layer_per_label`); False runs the C·B-row input through layer 1 as well.
+        """
         b, c = x.shape[0], self.num_classes
-        labels = torch.arange(c, device=x.device).repeat_interleave(b)
-        h = self._inputs(x.repeat(c, *([1] * (x.dim() - 1))), labels)
-        out = []
-        for layer in self.ff_layers:
+        if share_first:
+            h = self._first_layer_per_label(x)
+        else:
+            labels = torch.arange(c, device=x.device).repeat_interleave(b)
+            h = self.ff_layers[0](self._inputs(x.repeat(c, *([1] * (x.dim() - 1))), labels))
+        out = [ops.goodness(h, self.goodness_mode).view(c, b).t()]
+        for layer in self.ff_layers[1:]:
             h = layer(h)
             out.append(ops.goodness(h, self.goodness_mode).view(c, b).t())
         return out
+
+    def _first_layer_per_label(self, x: Tensor) -> Tensor:
+        """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
+        image part once (:func:`ops.first_layer_per_label`)."""
+        layer = self.ff_layers[0]
+        z = ops.first_layer_per_label(x, layer.linear.weight, layer.linear.bias, self.num_classes,
+                                      self.label_value)
+        return z.clamp_(min=0)  # ReLU (the straight-through variant differs only backward)
 
     def _per_label(self, x: Tensor, layers: Sequence[int]) -> Tensor:
         g = self._per_label_goodness(x)
