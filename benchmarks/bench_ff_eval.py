@@ -71,7 +71,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["shared_first_layer"] / med["once_per_label"]
     agree = float((ref.argmax(1) == new.argmax(1)).float().mean())
-    max_rel = float(((ref - new).abs().max() / ref.abs().max()))
+    max_rel = float((ref - new).abs().max() / ref.abs().max())
     print(f"per-label scoring of {seen} images, {args.arch}: once per label {med['once_per_label']:.3f} s, "
           f"layer 1 shared {med['shared_first_layer']:.3f} s -> ratio {ratio:.3f} "
           f"({1 - ratio:.1%} saved); predictions agree {agree:.4f}, max rel. score diff {max_rel:.2e}")

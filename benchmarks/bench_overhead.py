@@ -66,7 +66,8 @@ def plain_epoch(algo: str, x_train: torch.Tensor, y_train: torch.Tensor,
         opts = [torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)]
     else:
         projs = [nn.Linear(s[0], 10, bias=False) for s in shapes]
-        opts = [torch.optim.Adam([*b.parameters(), *p.parameters()], lr=args.lr) for b, p in zip(blocks, projs)]
+        opts = [torch.optim.Adam([*b.parameters(), *p.parameters()], lr=args.lr)
+                for b, p in zip(blocks, projs, strict=True)]
     gen = torch.Generator().manual_seed(derive_seed(args.seed, "order", 0))
     n, bs = len(y_train), args.batch_size
     t0, c0 = time.perf_counter(), time.thread_time()
@@ -80,7 +81,7 @@ def plain_epoch(algo: str, x_train: torch.Tensor, y_train: torch.Tensor,
             opts[0].step()
         else:
             h = x
-            for block, proj, opt in zip(blocks, projs, opts):
+            for block, proj, opt in zip(blocks, projs, opts, strict=True):
                 opt.zero_grad(set_to_none=True)
                 h = block(h.detach())
                 F.cross_entropy(proj(h), y).backward()

@@ -27,7 +27,6 @@ from localearn.learner import LocalLearner, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
-
 # PyG examples/gcn.py on Planetoid (hidden 16, Adam lr 0.01, wd 5e-4, dropout 0.5, 200 epochs,
 # the test accuracy at the best validation epoch): the recipe the field uses for GCN on these sets.
 _PYG_GCN = recipe("PyG examples/gcn.py (Planetoid)", arch="gcn:16x2", dropout=0.5, epochs=200, patience=200,
