@@ -62,15 +62,16 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def _unsafe_reason(exc: BaseException) -> str | None:
-    """The global a weights-only load refused, if that is why it failed."""
-    text = str(exc)
-    match = re.search(r"(?:unsupported|Unsupported) (?:GLOBAL|global:?)\s*(?:GLOBAL\s*)?([\w.]+)", text)
-    if match:
-        return f"it would import {match.group(1)}"
-    if "Weights only load failed" in text or isinstance(exc, __import__("pickle").UnpicklingError):
-        line = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip()), "")
-        return line or "it holds objects that are not tensors or plain data"
-    return None
+    """The global a weights-only load refused, if that is why it failed (else None)."""
+    match = re.search(r"[Uu]nsupported (?:GLOBAL|global:?\s*GLOBAL)\s*([\w.]+)", str(exc))
+    return f"it would import {match.group(1)}" if match else None
+
+
+def _short(exc: BaseException) -> str:
+    """One informative line of a load error (torch's weights-only errors span many lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file", "Check the"))]
+    return (useful or lines or [type(exc).__name__])[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -91,8 +92,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if reason is not None:
             raise LocalearnError(f"refusing to load {path}: not a plain-data checkpoint ({reason}); "
                                  "nothing in it was run") from exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({first})") from exc
+        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({_short(exc)})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LocalearnError(f"{path} is not a localearn checkpoint (format {FORMAT})")
     return state
