@@ -199,6 +199,9 @@ class ForwardForward(LocalLearner):
         depth = len(self.layers)
         # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
         self.read_layers = tuple(range(1, depth)) if depth > 1 else (0,)
+        # CFF trains every layer on σ(Σ_t G_t − Σ_t θ_t), layer 1 included, so per-label
+        # prediction reads the same sum (README, "Collaborative FF": +4 pp at 3 epochs).
+        self.vote_layers = tuple(range(depth)) if self.collab != "none" else self.read_layers
         self.classifier: FFClassifier | None = None
         if self.prediction == "linear":
             feat = sum(self.arch.widths[i] for i in self.read_layers)
@@ -366,7 +369,7 @@ class ForwardForward(LocalLearner):
         """Σ_{l≥2} G_l per label (``per_label``) or the classifier's logits (``linear``)."""
         if self.classifier is not None:
             return self.classifier(self._features(x))
-        return self._per_label(x, self.read_layers)
+        return self._per_label(x, self.vote_layers)
 
     def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
         if self.schedule_mode == "joint" or not stage.layers:
