@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 
@@ -60,6 +61,19 @@ class Backprop(LocalLearner):
     block_local = False  # one global loss: the baseline, not a local learner
     coupling = "one global loss: the whole network is one layer trained end to end by backprop"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
+    # Beyond-BP's BP arm: AdamW, batch 128, lr / wd selected per dataset (original protocol,
+    # MLP 2×1000 on MNIST / F-MNIST, 3×2000 on CIFAR); other datasets keep the AdamW default.
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("localearn default (AdamW as Beyond-BP, STUDY_PROTOCOL.md §7.2)", optimizer="adamw",
+                         lr=1e-3, weight_decay=0.0),
+        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP MNIST 2x1000, original)", lr=1.976e-4, weight_decay=7.48e-6),
+        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP F-MNIST 2x1000, original)",
+                                lr=2.132e-4, weight_decay=2.71e-5),
+        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-10 3x2000, original)",
+                          lr=8.116e-5, weight_decay=2.08e-5),
+        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-100 3x2000, original)",
+                           lr=1.036e-4, weight_decay=9.11e-6),
+    }
 
     def __init__(
         self,

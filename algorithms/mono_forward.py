@@ -33,6 +33,7 @@ from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 
@@ -75,6 +76,16 @@ class MonoForward(LocalLearner):
     schedule = "greedy"
     schedules = ("greedy", "joint")
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    # Beyond-BP (original protocol): Adam, wd 0, batch 128, lr per dataset. Its per-layer caps of
+    # 8-15 epochs under-trained MF (ALGORITHMS.md §2.4.1); the cap and patience are Rule 1's.
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §2.2 (Beyond-BP: Adam, wd 0, batch 128)", optimizer="adam", lr=1e-3,
+                         weight_decay=0.0, sources={"lr": "localearn default"}),
+        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (MF, MNIST, original)", lr=1.570e-3),
+        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (MF, F-MNIST, original)", lr=3.873e-4),
+        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-10, original)", lr=3.242e-4),
+        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-100, original)", lr=1.728e-4),
+    }
 
     def __init__(
         self,

@@ -3,12 +3,18 @@
 A checkpoint is written to a temporary file in the same directory, flushed to disk and then
 renamed over the old one (``os.replace`` is atomic on POSIX), so a crash, SIGKILL or Ctrl-C at any
 moment leaves either the previous complete checkpoint or the new complete one, never a torn file.
+
+A run directory from elsewhere is data, never code: checkpoints hold only tensors and plain
+values (dicts, lists, tuples, str, numbers, bool, None) and are read with
+``torch.load(..., weights_only=True)``, whose unpickler refuses every other global, so a crafted
+file (say, one whose ``__reduce__`` calls ``os.system``) is rejected before anything in it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +42,36 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with everything but tensors, containers and plain scalars turned into ``str``,
+    so that the weights-only unpickler can read it back (user options may hold a ``Path``)."""
+    if isinstance(obj, (torch.Tensor, str, int, float, bool, type(None))):
+        return obj
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, (str, int)) else str(k)): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return str(obj)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` (tensors allowed) atomically with ``torch.save``."""
+    """Write ``state`` (tensors allowed) atomically with ``torch.save``; ``run``, ``config`` and
+    ``trainer`` entries are made plain (see :func:`plain`)."""
+    state = {k: plain(v) if k in ("run", "config", "trainer", "meters") else v for k, v in state.items()}
     _atomic_write(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+
+
+def _unsafe_reason(exc: BaseException) -> str | None:
+    """The global a weights-only load refused, if that is why it failed (else None)."""
+    match = re.search(r"[Uu]nsupported (?:GLOBAL|global:?\s*GLOBAL)\s*([\w.]+)", str(exc))
+    return f"it would import {match.group(1)}" if match else None
+
+
+def _short(exc: BaseException) -> str:
+    """One informative line of a load error (torch's weights-only errors span many lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file", "Check the"))]
+    return (useful or lines or [type(exc).__name__])[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -53,9 +86,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise LocalearnError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({exc})") from exc
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a crafted, truncated or foreign file
+        reason = _unsafe_reason(exc)
+        if reason is not None:
+            raise LocalearnError(f"refusing to load {path}: not a plain-data checkpoint ({reason}); "
+                                 "nothing in it was run") from exc
+        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({_short(exc)})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LocalearnError(f"{path} is not a localearn checkpoint (format {FORMAT})")
     return state

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=None,
                    help="dataset name (default: digits, or karate for graph learners; both bundled)")
     t.add_argument("--arch", default=None, help="architecture spec, e.g. mlp:2x1000, cnn:32-128-512")
-    t.add_argument("--epochs", type=int, default=20, help="epoch cap per training unit (default 20)")
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=int, default=None,
+                   help="epoch cap per training unit (default: the recipe's; see `localearn recipes`)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: the learner's)")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="joint: every layer each batch; greedy: stage by stage")
     t.add_argument("--task", choices=["classification", "link", "autoencoder"], default=None,
                    help="what to learn: link (forward_gnn, backprop_gnn), autoencoder (counter_current)")
-    t.add_argument("--patience", type=int, default=20, help="epochs without improvement per unit")
+    t.add_argument("--patience", type=int, default=None,
+                   help="epochs without improvement per unit (default: the recipe's)")
     t.add_argument("--stop-metric", choices=["val_loss", "val_acc"], default=None)
     t.add_argument("--prefix-cache-gb", type=float, default=0.0,
                    help="memoise a greedy unit's frozen prefix up to this many GiB (default 0: recompute)")
@@ -91,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("algos", help="list learners, their papers and capabilities")
     a.add_argument("--json", action="store_true")
+    r = sub.add_parser("recipes", help="each learner's reference recipe (the defaults) and its sources")
+    r.add_argument("--algo", default=None, help="one learner (default: all)")
+    r.add_argument("--json", action="store_true")
     v = sub.add_parser("env", help="what this machine can measure (GPU, NVML, RAPL, CodeCarbon, Triton)")
     v.add_argument("--json", action="store_true")
     return parser
@@ -153,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out=out, resume=args.resume, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, optimizer=args.optimizer, patience=args.patience,
             stop_metric=args.stop_metric, restore_best=not args.no_restore, seed=args.seed,
-            device=args.device, progress=not args.no_progress, probes=probes,
+            device=args.device, progress=not args.no_progress, probes=probes, given_by="cli",
             prefix_cache_gb=args.prefix_cache_gb,
         )
     except KeyboardInterrupt:
@@ -218,7 +223,14 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "env": cmd_env}
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from localearn.recipes import format_recipes, recipe_table
+
+    print(format_recipes(recipe_table(args.algo), args.json))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "env": cmd_env, "recipes": cmd_recipes}
 
 
 def main(argv: list[str] | None = None) -> int:

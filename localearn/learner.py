@@ -20,6 +20,7 @@ from localearn.arch import ArchSpec, parse_arch
 from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context, LocalLayer
+from localearn.recipes import Recipe
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -75,6 +76,8 @@ class LocalLearner(nn.Module):
     default_arch: ClassVar[str] = "mlp:2x1000"
     test_arch: ClassVar[str] = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    # Reference recipes per data family / architecture kind / dataset (localearn.recipes).
+    recipes: ClassVar[dict[str, Recipe]] = {}
 
     layers: nn.ModuleList
 

@@ -17,6 +17,7 @@ from localearn.data import DataBundle, canonical_dataset, dataset_kind, load_dat
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
+from localearn.recipes import apply_recipe
 from localearn.registry import canonical_name, get_algorithm
 from localearn.trainer import Callback, TrainConfig, Trainer
 from localearn.utils import check_kwargs, keyword_defaults, seed_everything
@@ -51,6 +52,13 @@ def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
             for k, v in out.items()}
 
 
+def _recipe_defaults(algo: str) -> dict[str, Any]:
+    """Fallbacks for training options no recipe sets: TrainConfig's and the learner's optimizer."""
+    opt = get_algorithm(algo).default_optimizer
+    base = {k: f.default for k, f in TrainConfig.__dataclass_fields__.items()}
+    return {**base, "optimizer": opt["name"], "lr": opt["lr"], "weight_decay": opt.get("weight_decay", 0.0)}
+
+
 def build_learner(algo: str, data: DataBundle, options: dict[str, Any]) -> LocalLearner:
     """Create ``algo`` for ``data``'s input shape and class count with ``options``."""
     check_options(algo, options)
@@ -74,6 +82,7 @@ def fit(
     resume: bool = False,
     callbacks: Iterable[Callback] = (),
     probes: Iterable[Probe] = (),
+    given_by: str = "argument",
     **train_kwargs: Any,
 ) -> dict[str, Any]:
     """Train ``algo`` on ``dataset`` and return the run record (also ``out/run.json``).
@@ -90,8 +99,11 @@ def fit(
         out: run directory (checkpoint every epoch, ``run.json`` at the end).
         resume: continue the run in ``out`` from its last checkpoint; its stored settings win.
         callbacks, probes: passed to the :class:`Trainer`.
-        train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...).
+        given_by: the source ``run.json``'s ``recipe`` records for options set here (``cli``).
+        train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...);
+            None or absent takes the learner's reference recipe (``localearn recipes``).
     """
+    run_stored = None
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR naming the run to continue")
@@ -99,7 +111,7 @@ def fit(
         if not ckpt_path.is_file():
             raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = load_checkpoint(ckpt_path)
-        run = ckpt["run"]
+        run = run_stored = ckpt["run"]
         if algo is not None and canonical_name(algo) != run["algorithm"]:
             raise ConfigError(f"{out} holds a {run['algorithm']} run, not {algo}")
         if dataset is not None and canonical_dataset(dataset) != run["dataset"]:
@@ -113,12 +125,16 @@ def fit(
     unknown = sorted(set(train_kwargs) - valid_fields)
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid_fields))}")
-    config = TrainConfig(**train_kwargs)
-    config.validate()
     name = canonical_name(algo or "mono_forward")
     graph = get_algorithm(name).supports_graphs
     dataset = canonical_dataset(dataset or ("karate" if graph else "digits"))  # both bundled
     opts = dict(learner_options or {})
+    recipe_record = None
+    if not resume:  # unset options come from the learner's reference recipe (localearn.recipes)
+        train_kwargs, opts, arch, recipe_record = apply_recipe(
+            name, dataset, train_kwargs, opts, arch, _recipe_defaults(name), given_by)
+    config = TrainConfig(**train_kwargs)
+    config.validate()
     if not resume:
         if arch is not None:
             opts["arch"] = str(parse_arch(arch))  # a bad spec fails before any data is loaded
@@ -141,6 +157,7 @@ def fit(
         "dataset_options": dict(dataset_options or {}), "split_seed": split_seed,
         "data_dir": str(data_dir) if data_dir is not None else None,
         "paper": learner.paper,
+        "recipe": recipe_record if recipe_record is not None else (run_stored or {}).get("recipe"),
     }
     trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
     if resume:

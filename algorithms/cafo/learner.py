@@ -19,6 +19,7 @@ from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, dfa_error
@@ -56,6 +57,18 @@ class CaFo(LocalLearner):
     test_arch = "cnn:4-8"
     test_options: ClassVar[dict[str, Any]] = {"blocks": "dfa"}  # conformance runs the DFA phase
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §3.1 (Adam variant, as Beyond-BP)", {"lr": "localearn default"},
+                         optimizer="adam", lr=1e-3, weight_decay=0.0),
+        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, MNIST, original: pred_lr, pred_wd)",
+                        lr=4.214e-4, weight_decay=1.66e-6),
+        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, F-MNIST, original)", lr=1.374e-3,
+                                weight_decay=2.94e-7),
+        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-10, original)", lr=2.411e-4,
+                          weight_decay=6.36e-6),
+        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-100, original)", lr=2.411e-4,
+                           weight_decay=6.36e-6),
+    }
 
     dfa_epoch: Tensor
 

@@ -56,6 +56,7 @@ from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .build import build_pairs
@@ -114,6 +115,10 @@ class CounterCurrent(NetworkClip, LocalLearner):
     default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
+    recipes: ClassVar[dict[str, Recipe]] = {  # the released MLP yaml (the default arch is an MLP)
+        "images": recipe("ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, "
+                         "100 epochs)", optimizer="sgd", lr=1.0, weight_decay=0.0, batch_size=256, epochs=100),
+    }
     steps: Tensor
 
     def __init__(

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from localearn.arch import ArchSpec
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from . import ops
@@ -116,6 +117,12 @@ class ForwardForward(LocalLearner):
     default_arch = "mlp:3x1000"
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1e-3, "weight_decay": 3e-4}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §1.4 (loeweX: SGD m 0.9, lr 1e-3, wd 3e-4, batch 100, 100 epochs)",
+                         {"patience": "STUDY_PROTOCOL.md §3 Rule 1 (loeweX has no early stopping)"},
+                         optimizer="sgd", momentum=0.9, lr=1e-3, weight_decay=3e-4, batch_size=100, epochs=100,
+                         patience=20),
+    }
 
     def __init__(
         self,
@@ -162,6 +169,9 @@ class ForwardForward(LocalLearner):
         depth = len(self.layers)
         # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
         self.read_layers = tuple(range(1, depth)) if depth > 1 else (0,)
+        # CFF trains every layer on σ(Σ_t G_t − Σ_t θ_t), layer 1 included, so per-label
+        # prediction reads the same sum (README, "Collaborative FF": +4 pp at 3 epochs).
+        self.vote_layers = tuple(range(depth)) if self.collab != "none" else self.read_layers
         self.classifier: FFClassifier | None = None
         if self.prediction == "linear":
             feat = sum(self.arch.widths[i] for i in self.read_layers)
@@ -260,16 +270,31 @@ class ForwardForward(LocalLearner):
         return logs
 
     # ---------------------------------------------------------------------------- inference
-    def _per_label_goodness(self, x: Tensor) -> list[Tensor]:
-        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass."""
+    def _per_label_goodness(self, x: Tensor, share_first: bool = True) -> list[Tensor]:
+        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass.
+
+        ``share_first``: layer 1's image part is computed once for all C labels (see
+        :meth:`_first_layer_per_label`); False runs the C·B-row input through layer 1 as well.
+        """
         b, c = x.shape[0], self.num_classes
-        labels = torch.arange(c, device=x.device).repeat_interleave(b)
-        h = self._inputs(x.repeat(c, *([1] * (x.dim() - 1))), labels)
-        out = []
-        for layer in self.ff_layers:
+        if share_first:
+            h = self._first_layer_per_label(x)
+        else:
+            labels = torch.arange(c, device=x.device).repeat_interleave(b)
+            h = self.ff_layers[0](self._inputs(x.repeat(c, *([1] * (x.dim() - 1))), labels))
+        out = [ops.goodness(h, self.goodness_mode).view(c, b).t()]
+        for layer in self.ff_layers[1:]:
             h = layer(h)
             out.append(ops.goodness(h, self.goodness_mode).view(c, b).t())
         return out
+
+    def _first_layer_per_label(self, x: Tensor) -> Tensor:
+        """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
+        image part once (:func:`ops.first_layer_per_label`)."""
+        layer = self.ff_layers[0]
+        z = ops.first_layer_per_label(x, layer.linear.weight, layer.linear.bias, self.num_classes,
+                                      self.label_value)
+        return z.clamp_(min=0)  # ReLU (the straight-through variant differs only backward)
 
     def _per_label(self, x: Tensor, layers: Sequence[int]) -> Tensor:
         g = self._per_label_goodness(x)
@@ -288,7 +313,7 @@ class ForwardForward(LocalLearner):
         """Σ_{l≥2} G_l per label (``per_label``) or the classifier's logits (``linear``)."""
         if self.classifier is not None:
             return self.classifier(self._features(x))
-        return self._per_label(x, self.read_layers)
+        return self._per_label(x, self.vote_layers)
 
     def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
         if self.schedule_mode == "joint" or not stage.layers:

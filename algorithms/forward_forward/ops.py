@@ -84,6 +84,30 @@ def embed_labels(x: Tensor, labels: Tensor | None, num_classes: int, value: floa
     return out
 
 
+def first_layer_per_label(x: Tensor, weight: Tensor, bias: Tensor | None, num_classes: int,
+                          value: float, eps: float = RMS_EPS) -> Tensor:
+    """Layer 1's pre-activation ``W·rms(embed(x, c)) + b`` for every label c, label-major
+    ``(C·B, D_1)``, with one B-row matmul instead of a C·B-row one.
+
+    Row (c, i) is ``r = x'_i + v·e_c``: the image with its first C values zeroed, plus the label
+    value v at position c. Its squared norm ``‖x'_i‖² + v²`` is the same for every c, so the RMS
+    divisor ``s_i = sqrt((‖x'_i‖² + v²)/D) + ε`` is too, and
+    ``W·rms(r) + b = (W x'_i)/s_i + (v/s_i)·W[:, c] + b``: the image part is computed once.
+    Equal to the direct computation up to float rounding (tested).
+    """
+    b, c = x.shape[0], num_classes
+    img = x.flatten(1).clone()
+    img[:, :c] = 0.0
+    scale = img.pow(2).sum(1, keepdim=True).add(value * value).div(img.shape[1]).sqrt() + eps  # (B, 1)
+    base = F.linear(img, weight, bias=None) / scale  # (B, D_1)
+    if bias is not None:
+        base = base + bias
+    # One fused pass writes the (C, B, D_1) result: base + (v/s_i)·W[:, c].
+    z = torch.addcmul(base.unsqueeze(0), (value / scale).unsqueeze(0),
+                      weight[:, :c].t().contiguous().unsqueeze(1))  # contiguous: 60x faster broadcast on CPU
+    return z.reshape(c * b, -1)
+
+
 def wrong_labels(y: Tensor, num_classes: int) -> Tensor:
     """A label uniform over the C − 1 wrong classes: ``(y + U{1..C−1}) mod C`` (never ``y``)."""
     offset = torch.randint(1, num_classes, y.shape, device=y.device)

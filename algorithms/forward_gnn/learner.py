@@ -51,6 +51,7 @@ from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 VARIANTS = ("sf", "ff_la", "ff_vn", "top2loss", "top2input")
@@ -87,6 +88,13 @@ class ForwardGNN(LocalLearner):
     default_arch = "gcn:128x2"
     test_arch = "gcn:16x2"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "graphs": recipe("ALGORITHMS.md §5.3 (hidden 128; up to 1000 epochs per layer; patience 100 "
+                         "validations every 2 epochs = 200 epochs)",
+                         {"optimizer": "ALGORITHMS.md §5.1", "lr": "ALGORITHMS.md §5.1",
+                          "weight_decay": "ALGORITHMS.md §5.1"},
+                         arch="gcn:128x2", epochs=1000, patience=200, optimizer="adam", lr=1e-3, weight_decay=5e-4),
+    }
 
     def __init__(
         self,

@@ -62,6 +62,7 @@ from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .common import check_choice, class_medoids, conv_stack, make_embedding
@@ -205,6 +206,13 @@ class _ContinuousNoProp(LocalLearner):
     test_arch = "cnn:8-16"
     test_options: ClassVar[dict[str, Any]] = {"width": 128, "hidden": 128, "steps": 4}
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 1e-3}
+    # The paper's CT row (ALGORITHMS.md §4.2); FM has no row of its own and shares it.
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §4.2 (NoProp-CT, MNIST: batch 128, 100 epochs, Adam lr 1e-3 wd 1e-3)",
+                         batch_size=128, epochs=100, optimizer="adam", lr=1e-3, weight_decay=1e-3),
+        "cifar10": recipe("ALGORITHMS.md §4.2 (NoProp-CT, CIFAR-10: 500 epochs)", epochs=500),
+        "cifar100": recipe("ALGORITHMS.md §4.2 (NoProp-CT, CIFAR-100: 1000 epochs)", epochs=1000),
+    }
     default_eta: ClassVar[float] = 1.0
 
     def __init__(

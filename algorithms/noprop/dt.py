@@ -48,6 +48,7 @@ from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
+from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .common import NoPropHead, check_choice, class_medoids, conv_stack, make_embedding
@@ -123,6 +124,12 @@ class NoPropDT(LocalLearner):
     test_arch = "cnn:8-16"
     test_options: ClassVar[dict[str, Any]] = {"T": 3, "width": 32, "hidden": 16, "blocks_per_step": "all"}
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-3}
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "images": recipe("ALGORITHMS.md §4.2 (NoProp-DT, MNIST: batch 128, 100 epochs, AdamW lr 1e-3 wd 1e-3)",
+                         batch_size=128, epochs=100, optimizer="adamw", lr=1e-3, weight_decay=1e-3),
+        **{name: recipe("ALGORITHMS.md §4.2 (NoProp-DT, CIFAR: 150 epochs)", epochs=150)
+           for name in ("cifar10", "cifar100", "cifar10_subset")},
+    }
     alpha_bar: Tensor  # schedule buffers (float32), index t = 0..T
     weight: Tensor
     a: Tensor

@@ -155,7 +155,7 @@ def check_state_dict_round_trip(name: str) -> None:
     torch.save(fx.learner.state_dict(), buf)
     buf.seek(0)
     fresh = make_fixture(name, seed=2)
-    fresh.learner.load_state_dict(torch.load(buf))
+    fresh.learner.load_state_dict(torch.load(buf, weights_only=True))
     seed_everything(5)
     a = _predict(fx)
     seed_everything(5)
