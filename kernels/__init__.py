@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import torch
 
@@ -55,3 +56,55 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
         )
         raise ConfigError(f"impl='triton' cannot run here: {why}")
     return choice
+
+
+# --------------------------------------------------------------------------- layer policy
+# The trainer's ``kernels`` and ``compile`` options reach every layer through ``configure_layers``:
+# a layer with a fused op (``fused = True``) keeps the choice in ``kernel_impl``/``kernel_compile``
+# and asks ``layer_impl`` at each step; any other local layer gets its ``forward_loss`` wrapped by
+# ``torch.compile`` when ``compile`` is on. ``kernel_used`` is what run.json reports per layer.
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def check_policy(kernels: str, compile: bool) -> None:
+    """Reject an unknown ``kernels`` value, or ``compile`` together with a forced Triton."""
+    if kernels not in IMPLS:
+        raise ConfigError(f"kernels must be one of {', '.join(IMPLS)}, got {kernels!r}")
+    if compile and kernels == "triton":
+        raise ConfigError("kernels='triton' and compile=True exclude each other: choose one fused path")
+
+
+def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bool = False) -> None:
+    """Apply the kernel policy to every local layer inside ``module`` (see the comment above)."""
+    from localearn.layer import LocalLayer
+
+    check_policy(kernels, compile)
+    for layer in module.modules():
+        if not isinstance(layer, LocalLayer):
+            continue
+        if getattr(layer, "fused", False):
+            layer.kernel_impl, layer.kernel_compile = kernels, compile  # type: ignore[assignment]
+        elif compile and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
+            layer.forward_loss = torch.compile(layer.forward_loss)  # type: ignore[method-assign]
+            layer.kernel_used = "compile"  # type: ignore[assignment]
+
+
+def layer_impl(layer: torch.nn.Module, *tensors: torch.Tensor) -> str:
+    """``compile``, ``torch`` or ``triton`` for a fused layer's step on ``tensors``; recorded in
+    ``layer.kernel_used``. ``LOCALEARN_KERNELS=triton`` wins over ``compile``; ``compile`` wins
+    over ``auto``."""
+    forced = os.environ.get("LOCALEARN_KERNELS", "").strip().lower()
+    if getattr(layer, "kernel_compile", False) and forced != "triton":
+        choice = "compile"
+    else:
+        choice = resolve_impl(getattr(layer, "kernel_impl", "auto"), *tensors)
+    layer.kernel_used = choice  # type: ignore[assignment]
+    return choice
+
+
+def compiled(fn: Any) -> Any:
+    """``torch.compile(fn)``, built once per function (Inductor: Triton on CUDA, C++ on CPU)."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
+from localearn.kernels import configure_layers
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, device_info, peak_rss_bytes, versions
 from localearn.utils import derive_seed, resolve_device, to_device
@@ -52,6 +53,8 @@ class TrainConfig:
         warmup_steps: first steps metered in their own ``warmup`` window (counted in training).
         progress: show progress bars and per-epoch lines.
         measure_memory: track bytes saved for backward (saved-tensor hooks).
+        kernels: ``auto`` | ``torch`` | ``triton``, the fused-layer implementation (localearn.kernels).
+        compile: run each layer's local step through ``torch.compile``.
     """
 
     epochs: int = 20
@@ -69,6 +72,8 @@ class TrainConfig:
     warmup_steps: int = 10
     progress: bool = True
     measure_memory: bool = True
+    kernels: str = "auto"
+    compile: bool = False
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""
@@ -178,6 +183,7 @@ class Trainer:
             raise ConfigError(blocker)
         self.device = resolve_device(self.config.device)
         self.learner = learner.to(self.device)
+        configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = [*learner.callbacks(), *callbacks]  # the recipe's own first
@@ -403,6 +409,8 @@ class Trainer:
             }
             if layer_acc and layer.layer_name in layer_acc:
                 entry["test_accuracy"] = layer_acc[layer.layer_name]
+            if getattr(layer, "kernel_used", None):  # torch | triton | compile (localearn.kernels)
+                entry["kernel"] = layer.kernel_used
             per_layer[layer.layer_name] = entry
         cuda = self.device.type == "cuda"
         metrics = {

@@ -8,6 +8,7 @@ See the package docstring for the equations, options and deviations.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from localearn import kernels
 from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
+from localearn.kernels.ff_layer import ff_layer, ff_layer_ref
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
@@ -40,9 +43,18 @@ def _choice(option: str, value: Any, valid: Sequence[str]) -> str:
 
 
 class FFLayer(LocalLayer):
-    """``h = ReLU(W·rms(x) + b)`` trained by the FF loss on its goodness (+ peer normalisation)."""
+    """``h = ReLU(W·rms(x) + b)`` trained by the FF loss on its goodness (+ peer normalisation).
+
+    ``forward_loss`` is the fused op ``localearn.kernels.ff_layer`` (positive and negative rows in
+    one matmul); ``kernel_impl``/``kernel_compile`` are set by the trainer's ``kernels``/``compile``
+    options and ``kernel_used`` records what the last step ran (``torch``, ``triton``, ``compile``).
+    """
 
     running_mean: Tensor
+    fused = True
+    kernel_impl = "auto"
+    kernel_compile = False
+    kernel_used: str | None = None
 
     def __init__(self, in_dim: int, out_dim: int, *, goodness: str, theta: float,
                  straight_through: bool, peer_norm: float, peer_momentum: float) -> None:
@@ -62,14 +74,17 @@ class FFLayer(LocalLayer):
         """``G − θ`` of each row (no gradient): this layer's vote in collaborative FF."""
         return (ops.goodness(h.detach(), self.goodness_mode) - self.theta).detach()
 
-    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
-        pos = ctx["is_positive"]
-        loss = ops.ff_loss(ops.goodness(h, self.goodness_mode), pos, self.theta, ctx.get("gamma"))
-        if self.peer_norm > 0:
-            pn, r = ops.peer_norm_loss(h[pos], self.running_mean, self.peer_momentum)
+    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        """Forward + FF loss (+ peer norm, whose running mean is updated here) in one op."""
+        w, b = self.linear.weight, self.linear.bias
+        impl = kernels.layer_impl(self, x, w)
+        op = kernels.compiled(ff_layer_ref) if impl == "compile" else functools.partial(ff_layer, impl=impl)
+        h, loss, r = op(x, w, b, ctx["is_positive"], self.theta, goodness=self.goodness_mode,
+                        straight_through=self.straight_through, gamma=ctx.get("gamma"), peer_norm=self.peer_norm,
+                        running_mean=self.running_mean, peer_momentum=self.peer_momentum)
+        if r is not None:
             self.running_mean.copy_(r)
-            loss = loss + self.peer_norm * pn
-        return loss
+        return h, loss
 
 
 class FFClassifier(LocalLayer):
