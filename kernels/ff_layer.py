@@ -125,7 +125,7 @@ def _blocks(n_cols: int) -> tuple[int, int]:
     import triton
 
     block_n = triton.next_power_of_2(n_cols)
-    return max(1, min(16, 8192 // block_n)), block_n  # ≤ 8192 fp32 values per program
+    return max(1, 4096 // block_n), block_n  # ≤ 4096 fp32 values per program (registers on a GPU)
 
 
 class FFLayerFunction(torch.autograd.Function):
