@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch.nn.functional as F
+from localearn.kernels.mono_forward_layer import mono_forward_layer, mono_forward_layer_ref
 from torch import Tensor, nn
 
 from localearn import kernels
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
-from localearn.kernels.mono_forward_layer import mono_forward_layer, mono_forward_layer_ref
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
 from localearn.registry import register_algorithm
@@ -63,7 +63,7 @@ class MonoForwardLayer(LocalLayer):
         """The block's Linear when the block is ``[Flatten →] Linear → ReLU`` (fusable), else None."""
         if not self.fused:
             return None
-        return cast(nn.Linear, [m for m in self.body.children() if isinstance(m, nn.Linear)][0])
+        return cast(nn.Linear, next(m for m in self.body.children() if isinstance(m, nn.Linear)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -81,10 +81,11 @@ class MonoForwardLayer(LocalLayer):
             return super().forward_loss(x, ctx)
         assert ctx.y is not None
         w, b = self.linear.weight, self.linear.bias
-        impl = kernels.layer_impl(self, x, w)
+        impl = kernels.layer_impl(self, "mono_forward_layer", x.flatten(1), w)
+        m = self.proj.weight
         if impl == "compile":
-            return cast(tuple[Tensor, Tensor], kernels.compiled(mono_forward_layer_ref)(x, w, b, self.proj.weight, ctx.y))
-        return mono_forward_layer(x, w, b, self.proj.weight, ctx.y, impl=impl)
+            return cast(tuple[Tensor, Tensor], kernels.compiled(mono_forward_layer_ref)(x, w, b, m, ctx.y))
+        return mono_forward_layer(x, w, b, m, ctx.y, impl=impl)
 
 
 @register_algorithm

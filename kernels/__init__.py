@@ -66,6 +66,12 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
 
 _COMPILED: dict[Any, Any] = {}
 
+# Where a layer's ``auto`` turns its Triton op on: per op, (dtype, min rows, min width) entries
+# taken from a committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning
+# (DESIGN.md: on by default only where it wins). No GPU benchmark has been taken yet, so none:
+# ``auto`` runs the torch reference for every layer until one is.
+DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {"ff_layer": [], "mono_forward_layer": []}
+
 
 def check_policy(kernels: str, compile: bool) -> None:
     """Reject an unknown ``kernels`` value, or ``compile`` together with a forced Triton."""
@@ -90,15 +96,21 @@ def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bo
             layer.kernel_used = "compile"  # type: ignore[assignment]
 
 
-def layer_impl(layer: torch.nn.Module, *tensors: torch.Tensor) -> str:
-    """``compile``, ``torch`` or ``triton`` for a fused layer's step on ``tensors``; recorded in
-    ``layer.kernel_used``. ``LOCALEARN_KERNELS=triton`` wins over ``compile``; ``compile`` wins
-    over ``auto``."""
+def layer_impl(layer: torch.nn.Module, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:
+    """``compile``, ``torch`` or ``triton`` for a fused layer's ``op`` on input ``x`` (rows × K) and
+    ``weight`` (width × K); recorded in ``layer.kernel_used``. ``LOCALEARN_KERNELS=triton`` wins over
+    ``compile``, ``compile`` over ``auto``; ``auto`` picks Triton only on a CUDA shape that
+    ``DEFAULT_ON`` lists."""
     forced = os.environ.get("LOCALEARN_KERNELS", "").strip().lower()
+    impl = getattr(layer, "kernel_impl", "auto")
     if getattr(layer, "kernel_compile", False) and forced != "triton":
         choice = "compile"
     else:
-        choice = resolve_impl(getattr(layer, "kernel_impl", "auto"), *tensors)
+        choice = resolve_impl(impl, x, weight)
+        if choice == "triton" and impl == "auto" and not forced and not any(
+                x.dtype == dt and x.shape[0] >= rows and weight.shape[0] >= width
+                for dt, rows, width in DEFAULT_ON.get(op, [])):
+            choice = "torch"
     layer.kernel_used = choice  # type: ignore[assignment]
     return choice
 

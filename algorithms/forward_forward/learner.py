@@ -16,12 +16,12 @@ from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
+from localearn.kernels.ff_layer import ff_layer, ff_layer_ref
 from torch import Tensor, nn
 
 from localearn import kernels
 from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
-from localearn.kernels.ff_layer import ff_layer, ff_layer_ref
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.registry import register_algorithm
@@ -77,7 +77,7 @@ class FFLayer(LocalLayer):
     def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """Forward + FF loss (+ peer norm, whose running mean is updated here) in one op."""
         w, b = self.linear.weight, self.linear.bias
-        impl = kernels.layer_impl(self, x, w)
+        impl = kernels.layer_impl(self, "ff_layer", x, w)
         op = kernels.compiled(ff_layer_ref) if impl == "compile" else functools.partial(ff_layer, impl=impl)
         h, loss, r = op(x, w, b, ctx["is_positive"], self.theta, goodness=self.goodness_mode,
                         straight_through=self.straight_through, gamma=ctx.get("gamma"), peer_norm=self.peer_norm,

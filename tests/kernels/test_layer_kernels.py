@@ -135,3 +135,20 @@ def test_cli_flags_reach_the_layers(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["kernels"] == "torch" and run["config"]["compile"] is False
     assert run["metrics"]["per_layer"]["layer0"]["kernel"] == "torch"
+
+
+def test_auto_turns_triton_on_only_where_default_on_lists_the_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA ``auto`` resolves to Triton; a layer still runs torch unless DEFAULT_ON lists the shape."""
+    import localearn.kernels as k
+
+    monkeypatch.delenv("LOCALEARN_KERNELS", raising=False)
+    monkeypatch.setattr(k, "resolve_impl", lambda impl, *t: "triton" if impl == "auto" else impl)  # as on CUDA
+    layer = make_fixture("forward_forward").learner.layers[0]
+    x, w = torch.zeros(512, 64), torch.zeros(2000, 64)
+    monkeypatch.setitem(k.DEFAULT_ON, "ff_layer", [])
+    assert k.layer_impl(layer, "ff_layer", x, w) == "torch" and layer.kernel_used == "torch"
+    monkeypatch.setitem(k.DEFAULT_ON, "ff_layer", [(torch.float32, 512, 2000)])
+    assert k.layer_impl(layer, "ff_layer", x, w) == "triton"
+    assert k.layer_impl(layer, "ff_layer", x[:511], w) == "torch"  # below the measured batch
+    layer.kernel_compile = True
+    assert k.layer_impl(layer, "ff_layer", x, w) == "compile"
