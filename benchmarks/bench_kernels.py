@@ -9,12 +9,13 @@ FF: R rows (half positive) of width K = N = ``width``, sum goodness, straight-th
 peer normalisation (the reference recipe). MF: B rows, K = D = ``width``, C = 10 classes.
 
 Reported per shape and arm: median seconds of ``repeats`` steps after warm-up (CUDA events on a
-GPU, ``perf_counter`` on the CPU), the ratio to eager, peak memory and the fraction of the matmul
-roofline. Peak memory: on CUDA ``max_memory_allocated`` above the inputs after a reset; on the CPU
-the peak bytes autograd saved for backward (``localearn.measure.SavedTensorMeter``), since the CPU
-allocator has no peak counter. Roofline: the step's matmul FLOPs (FF 4·R·K·N; MF 4·B·K·D + 6·B·D·C)
-divided by its time, as a fraction of the FLOP/s of one plain ``torch.mm`` of the same (rows × K ×
-N) shape and dtype measured in the same run. Writes ``benchmarks/results/kernels_<device>_<date>.json``.
+GPU, ``perf_counter`` on the CPU; the arms interleaved step by step), the ratio to eager, peak
+memory and the fraction of the matmul roofline. Peak memory: on CUDA ``max_memory_allocated``
+above the inputs after a reset; on the CPU the peak bytes autograd saved for backward
+(``localearn.measure.SavedTensorMeter``), since the CPU allocator has no peak counter. Roofline:
+the step's matmul FLOPs (FF 4·R·K·N; MF 4·B·K·D + 6·B·D·C) divided by its time, as a fraction of
+the FLOP/s of one plain ``torch.mm`` of the same (rows × K × N) shape and dtype, timed in the same
+interleaved loop. Writes ``benchmarks/results/kernels_<device>_<date>.json``.
 """
 
 from __future__ import annotations
@@ -107,20 +108,23 @@ def bench_shape(op: str, rows: int, width: int, impls: list[str], device: torch.
     def mm() -> None:
         torch.mm(a, bmat)
 
-    timer(mm, warmup)
-    mm_s = statistics.median(timer(mm, repeats))
-    mm_flops_per_s = 2.0 * rows * width * width / mm_s
+    fns: dict[str, Callable[[], None]] = {"mm": mm, **{impl: arms[impl] for impl in impls}}
+    warm: dict[str, float] = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        timer(fn, warmup)  # compile and autotune happen here
+        warm[name] = time.perf_counter() - t0
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):  # interleaved, so load changes on a shared machine hit every arm alike
+        for name, fn in fns.items():
+            times[name] += timer(fn, 1)
+    mm_flops_per_s = 2.0 * rows * width * width / statistics.median(times["mm"])
     out: dict[str, Any] = {"op": op, "rows": rows, "width": width, "dtype": str(dtype).replace("torch.", ""),
                            "matmul_flops": flops, "plain_mm_flops_per_s": mm_flops_per_s, "arms": {}}
     for impl in impls:
-        fn = arms[impl]
-        t0 = time.perf_counter()
-        timer(fn, warmup)  # compile and autotune happen here
-        warm_s = time.perf_counter() - t0
-        times = timer(fn, repeats)
-        sec = statistics.median(times)
-        out["arms"][impl] = {"seconds": sec, "times": times, "warmup_seconds": warm_s, "peak_bytes": _peak(fn, device),
-                             "roofline_fraction": flops / sec / mm_flops_per_s}
+        sec = statistics.median(times[impl])
+        out["arms"][impl] = {"seconds": sec, "times": times[impl], "warmup_seconds": warm[impl],
+                             "peak_bytes": _peak(arms[impl], device), "roofline_fraction": flops / sec / mm_flops_per_s}
     eager = out["arms"].get("torch")
     for r in out["arms"].values():
         r["speedup_vs_eager"] = eager["seconds"] / r["seconds"] if eager else None

@@ -65,6 +65,17 @@ OPS_CHECK = textwrap.dedent(
         torch.testing.assert_close(l1, l2)
         for p, q in zip(g1, g2):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    # Nothing activation-sized is saved for backward on the Triton path: only dW, db (and dM).
+    from localearn.measure import SavedTensorMeter
+    r, k, n, c = 64, 40, 48, 10
+    x, w, b = torch.randn(r, k), torch.randn(n, k, requires_grad=True), torch.zeros(n, requires_grad=True)
+    m, y = torch.randn(c, n, requires_grad=True), torch.randint(0, c, (r,))
+    with SavedTensorMeter(exclude=[w, b, m]) as meter:
+        ff_layer(x, w, b, torch.arange(r) < r // 2, 1.0, impl="triton")[1].backward()
+    assert meter.peak_bytes == (n * k + n) * 4, meter.peak_bytes
+    with SavedTensorMeter(exclude=[w, b, m]) as meter:
+        mono_forward_layer(x, w, b, m, y, impl="triton")[1].backward()
+    assert meter.peak_bytes == (n * k + n + c * n) * 4, meter.peak_bytes
     print("ok")
     """
 )
