@@ -3,7 +3,12 @@
 DESIGN.md (Kernels): ``<op>(..., impl="auto")`` picks Triton when the tensors are on CUDA and
 Triton imports, and the torch reference otherwise; an explicit ``impl="triton"`` that cannot run
 raises; ``LOCALEARN_KERNELS=torch|triton`` forces one implementation everywhere. Layers call
-``localearn.kernels.<op>`` and never import Triton themselves. This module holds that policy.
+``localearn.kernels.<op>`` and never import Triton themselves. This module holds that policy,
+and the per-layer one: the trainer's ``kernels``/``compile`` options reach every layer through
+``configure_layers``, and a fused layer asks ``layer_impl`` which implementation to run.
+
+Ops: ``linear_cross_entropy`` (projection head), ``ff_layer`` (Forward-Forward layer step),
+``mono_forward_layer`` (Mono-Forward layer step).
 """
 
 from __future__ import annotations

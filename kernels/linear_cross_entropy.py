@@ -10,9 +10,8 @@ backward except ``dL/dx``.
 
 In this file, in order: the torch reference (the CPU path and the test oracle), the Triton kernel,
 the ``torch.autograd.Function``, and the public op with ``impl="auto"`` (see
-``localearn.kernels.resolve_impl``). No layer calls it by default yet: DESIGN.md ships a kernel on
-by default only where a GPU benchmark (``benchmarks/bench_linear_cross_entropy.py``) shows it
-wins, and none has been taken.
+``localearn.kernels.resolve_impl``). Its row kernel also serves ``mono_forward_layer``, the fused
+Mono-Forward layer step.
 """
 
 from __future__ import annotations
