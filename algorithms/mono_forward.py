@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch.nn.functional as F
+from localearn.kernels.mono_forward_layer import mono_forward_layer, mono_forward_layer_ref
 from torch import Tensor, nn
 
+from localearn import kernels
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
@@ -38,12 +40,31 @@ from localearn.registry import register_algorithm
 
 
 class MonoForwardLayer(LocalLayer):
-    """A trunk block plus its projection ``M_i`` (C × D_i, no bias) and CE on ``G_i``."""
+    """A trunk block plus its projection ``M_i`` (C × D_i, no bias) and CE on ``G_i``.
+
+    An MLP block (``[Flatten →] Linear → ReLU``) steps through the fused op
+    ``localearn.kernels.mono_forward_layer`` (``fused``; the trainer's ``kernels``/``compile``
+    options choose its implementation, ``kernel_used`` records it); conv blocks and the raw-input
+    head use the plain ``forward`` + ``local_loss``.
+    """
+
+    kernel_impl = "auto"
+    kernel_compile = False
+    kernel_used: str | None = None
 
     def __init__(self, body: nn.Module, feat_dim: int, num_classes: int) -> None:
         super().__init__()
         self.body = body
         self.proj = nn.Linear(feat_dim, num_classes, bias=False)  # default init: U(±1/√fan_in)
+        parts = [m for m in body.children() if not isinstance(m, nn.Flatten)]
+        self.fused = len(parts) == 2 and isinstance(parts[0], nn.Linear) and isinstance(parts[1], nn.ReLU)
+
+    @property
+    def linear(self) -> nn.Linear | None:
+        """The block's Linear when the block is ``[Flatten →] Linear → ReLU`` (fusable), else None."""
+        if not self.fused:
+            return None
+        return cast(nn.Linear, next(m for m in self.body.children() if isinstance(m, nn.Linear)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -55,6 +76,17 @@ class MonoForwardLayer(LocalLayer):
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
         return F.cross_entropy(self.goodness(h), ctx.y)
+
+    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        if self.linear is None:
+            return super().forward_loss(x, ctx)
+        assert ctx.y is not None
+        w, b = self.linear.weight, self.linear.bias
+        impl = kernels.layer_impl(self, "mono_forward_layer", x.flatten(1), w)
+        m = self.proj.weight
+        if impl == "compile":
+            return cast(tuple[Tensor, Tensor], kernels.compiled(mono_forward_layer_ref)(x, w, b, m, ctx.y))
+        return mono_forward_layer(x, w, b, m, ctx.y, impl=impl)
 
 
 @register_algorithm

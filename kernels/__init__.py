@@ -3,13 +3,19 @@
 DESIGN.md (Kernels): ``<op>(..., impl="auto")`` picks Triton when the tensors are on CUDA and
 Triton imports, and the torch reference otherwise; an explicit ``impl="triton"`` that cannot run
 raises; ``LOCALEARN_KERNELS=torch|triton`` forces one implementation everywhere. Layers call
-``localearn.kernels.<op>`` and never import Triton themselves. This module holds that policy.
+``localearn.kernels.<op>`` and never import Triton themselves. This module holds that policy,
+and the per-layer one: the trainer's ``kernels``/``compile`` options reach every layer through
+``configure_layers``, and a fused layer asks ``layer_impl`` which implementation to run.
+
+Ops: ``linear_cross_entropy`` (projection head), ``ff_layer`` (Forward-Forward layer step),
+``mono_forward_layer`` (Mono-Forward layer step).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import torch
 
@@ -55,3 +61,67 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
         )
         raise ConfigError(f"impl='triton' cannot run here: {why}")
     return choice
+
+
+# --------------------------------------------------------------------------- layer policy
+# The trainer's ``kernels`` and ``compile`` options reach every layer through ``configure_layers``:
+# a layer with a fused op (``fused = True``) keeps the choice in ``kernel_impl``/``kernel_compile``
+# and asks ``layer_impl`` at each step; any other local layer gets its ``forward_loss`` wrapped by
+# ``torch.compile`` when ``compile`` is on. ``kernel_used`` is what run.json reports per layer.
+
+_COMPILED: dict[Any, Any] = {}
+
+# Where a layer's ``auto`` turns its Triton op on: per op, (dtype, min rows, min width) entries
+# taken from a committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning
+# (DESIGN.md: on by default only where it wins). No GPU benchmark has been taken yet, so none:
+# ``auto`` runs the torch reference for every layer until one is.
+DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {"ff_layer": [], "mono_forward_layer": []}
+
+
+def check_policy(kernels: str, compile: bool) -> None:
+    """Reject an unknown ``kernels`` value, or ``compile`` together with a forced Triton."""
+    if kernels not in IMPLS:
+        raise ConfigError(f"kernels must be one of {', '.join(IMPLS)}, got {kernels!r}")
+    if compile and kernels == "triton":
+        raise ConfigError("kernels='triton' and compile=True exclude each other: choose one fused path")
+
+
+def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bool = False) -> None:
+    """Apply the kernel policy to every local layer inside ``module`` (see the comment above)."""
+    from localearn.layer import LocalLayer
+
+    check_policy(kernels, compile)
+    for layer in module.modules():
+        if not isinstance(layer, LocalLayer):
+            continue
+        if getattr(layer, "fused", False):
+            layer.kernel_impl, layer.kernel_compile = kernels, compile  # type: ignore[assignment]
+        elif compile and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
+            layer.forward_loss = torch.compile(layer.forward_loss)  # type: ignore[method-assign]
+            layer.kernel_used = "compile"  # type: ignore[assignment]
+
+
+def layer_impl(layer: torch.nn.Module, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:
+    """``compile``, ``torch`` or ``triton`` for a fused layer's ``op`` on input ``x`` (rows × K) and
+    ``weight`` (width × K); recorded in ``layer.kernel_used``. ``LOCALEARN_KERNELS=triton`` wins over
+    ``compile``, ``compile`` over ``auto``; ``auto`` picks Triton only on a CUDA shape that
+    ``DEFAULT_ON`` lists."""
+    forced = os.environ.get("LOCALEARN_KERNELS", "").strip().lower()
+    impl = getattr(layer, "kernel_impl", "auto")
+    if getattr(layer, "kernel_compile", False) and forced != "triton":
+        choice = "compile"
+    else:
+        choice = resolve_impl(impl, x, weight)
+        if choice == "triton" and impl == "auto" and not forced and not any(
+                x.dtype == dt and x.shape[0] >= rows and weight.shape[0] >= width
+                for dt, rows, width in DEFAULT_ON.get(op, [])):
+            choice = "torch"
+    layer.kernel_used = choice  # type: ignore[assignment]
+    return choice
+
+
+def compiled(fn: Any) -> Any:
+    """``torch.compile(fn)``, built once per function (Inductor: Triton on CUDA, C++ on CPU)."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]

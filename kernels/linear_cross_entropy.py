@@ -10,9 +10,8 @@ backward except ``dL/dx``.
 
 In this file, in order: the torch reference (the CPU path and the test oracle), the Triton kernel,
 the ``torch.autograd.Function``, and the public op with ``impl="auto"`` (see
-``localearn.kernels.resolve_impl``). No layer calls it by default yet: DESIGN.md ships a kernel on
-by default only where a GPU benchmark (``benchmarks/bench_linear_cross_entropy.py``) shows it
-wins, and none has been taken.
+``localearn.kernels.resolve_impl``). Its row kernel also serves ``mono_forward_layer``, the fused
+Mono-Forward layer step.
 """
 
 from __future__ import annotations
@@ -39,22 +38,25 @@ def _build_kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def ce_grad_kernel(logits_ptr, stride, target_ptr, loss_ptr, n_cols, inv_n, BLOCK: tl.constexpr):
-        # One program per row: loss = logsumexp(z) − z_y, and z is overwritten by (softmax − onehot)/N.
-        row = tl.program_id(0)
-        ptr = logits_ptr + row * stride
+    def ce_grad_kernel(logits_ptr, stride, target_ptr, loss_ptr, n_rows, n_cols, inv_n,
+                       BLOCK_M: tl.constexpr, BLOCK: tl.constexpr):
+        # BLOCK_M rows per program: loss = logsumexp(z) − z_y; z is overwritten by (softmax − onehot)/N.
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, BLOCK)
-        mask = cols < n_cols
-        z = tl.load(ptr + cols, mask=mask, other=-float("inf")).to(tl.float32)
-        m = tl.max(z, 0)
-        e = tl.exp(z - m)
-        s = tl.sum(e, 0)
-        y = tl.load(target_ptr + row)
-        is_y = cols == y
-        zy = tl.sum(tl.where(is_y, z, 0.0), 0)
-        tl.store(loss_ptr + row, tl.log(s) + m - zy)
-        grad = (e / s - tl.where(is_y, 1.0, 0.0)) * inv_n
-        tl.store(ptr + cols, grad, mask=mask)
+        rmask = rows < n_rows
+        mask = rmask[:, None] & (cols[None, :] < n_cols)
+        ptrs = logits_ptr + rows[:, None] * stride + cols[None, :]
+        z = tl.load(ptrs, mask=mask, other=-float("inf")).to(tl.float32)
+        z = tl.where(rmask[:, None], z, 0.0)  # rows past the end: finite, never stored
+        m = tl.max(z, 1)
+        e = tl.exp(z - m[:, None])
+        s = tl.sum(e, 1)
+        y = tl.load(target_ptr + rows, mask=rmask, other=0)
+        is_y = cols[None, :] == y[:, None]
+        zy = tl.sum(tl.where(is_y, z, 0.0), 1)
+        tl.store(loss_ptr + rows, tl.log(s) + m - zy, mask=rmask)
+        grad = (e / s[:, None] - tl.where(is_y, 1.0, 0.0)) * inv_n
+        tl.store(ptrs, grad, mask=mask)
 
     return ce_grad_kernel
 
@@ -70,7 +72,10 @@ def _ce_grad_(logits: Tensor, target: Tensor, loss_rows: Tensor, inv_n: float) -
     import triton
 
     rows, cols = logits.shape
-    _KERNEL[(rows,)](logits, logits.stride(0), target, loss_rows, cols, inv_n, BLOCK=triton.next_power_of_2(cols))
+    block = triton.next_power_of_2(cols)
+    block_m = max(1, 4096 // block)  # ≤ 4096 fp32 values per program (registers on a GPU)
+    _KERNEL[(triton.cdiv(rows, block_m),)](logits, logits.stride(0), target, loss_rows, rows, cols, inv_n,
+                                          BLOCK_M=block_m, BLOCK=block)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):

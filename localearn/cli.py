@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    t.add_argument("--kernels", choices=["auto", "torch", "triton"], default="auto",
+                   help="fused FF/MF layer ops: auto = Triton on CUDA, torch elsewhere (localearn.kernels)")
+    t.add_argument("--compile", action="store_true", help="torch.compile each layer's local step")
     t.add_argument("--data-dir", default=None, help="dataset folder (default $LOCALEARN_DATA_DIR or ./data)")
     t.add_argument("--download", action="store_true", help="download a missing dataset")
     t.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
@@ -160,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             stop_metric=args.stop_metric, restore_best=not args.no_restore, seed=args.seed,
             device=args.device, progress=not args.no_progress, probes=probes, given_by="cli",
             prefix_cache_gb=args.prefix_cache_gb,
+            kernels=args.kernels, compile=args.compile,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"

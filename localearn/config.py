@@ -40,6 +40,8 @@ class TrainConfig:
         measure_memory: track bytes saved for backward (saved-tensor hooks).
         prefix_cache_gb: memo for a greedy unit's frozen prefix, up to this many GiB (0: off,
             recompute every batch as the reference does); see ``LocalLearner.train_step``.
+        kernels: ``auto`` | ``torch`` | ``triton``, the fused-layer implementation (localearn.kernels).
+        compile: run each layer's local step through ``torch.compile``.
     """
 
     epochs: int = 20
@@ -58,6 +60,8 @@ class TrainConfig:
     progress: bool = True
     measure_memory: bool = True
     prefix_cache_gb: float = 0.0
+    kernels: str = "auto"
+    compile: bool = False
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""

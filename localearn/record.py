@@ -48,6 +48,8 @@ def per_layer(trainer: Trainer, layer_acc: dict[str, float] | None) -> dict[str,
         }
         if layer_acc and layer.layer_name in layer_acc:
             entry["test_accuracy"] = layer_acc[layer.layer_name]
+        if getattr(layer, "kernel_used", None):  # torch | triton | compile (localearn.kernels)
+            entry["kernel"] = layer.kernel_used
         out[layer.layer_name] = entry
     return out
 

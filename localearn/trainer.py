@@ -33,6 +33,7 @@ from localearn.data.adapters import as_bundle
 from localearn.data.base import DataBundle
 from localearn.errors import ConfigError, LocalearnError
 from localearn.feature_cache import FeatureCache
+from localearn.kernels import configure_layers
 from localearn.learner import LocalLearner, Stage
 from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, peak_rss_bytes
 from localearn.record import run_record
@@ -117,6 +118,7 @@ class Trainer:
         self.task = get_task(learner.task)
         self.device = resolve_device(self.config.device)
         self.learner = learner.to(self.device)
+        configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = list(callbacks)

@@ -8,6 +8,7 @@ See the package docstring for the equations, options and deviations.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -15,8 +16,10 @@ from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
+from localearn.kernels.ff_layer import ff_layer, ff_layer_ref
 from torch import Tensor, nn
 
+from localearn import kernels
 from localearn.arch import ArchSpec
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
@@ -29,9 +32,18 @@ from .options import choice as _choice
 
 
 class FFLayer(LocalLayer):
-    """``h = ReLU(W·rms(x) + b)`` trained by the FF loss on its goodness (+ peer normalisation)."""
+    """``h = ReLU(W·rms(x) + b)`` trained by the FF loss on its goodness (+ peer normalisation).
+
+    ``forward_loss`` is the fused op ``localearn.kernels.ff_layer`` (positive and negative rows in
+    one matmul); ``kernel_impl``/``kernel_compile`` are set by the trainer's ``kernels``/``compile``
+    options and ``kernel_used`` records what the last step ran (``torch``, ``triton``, ``compile``).
+    """
 
     running_mean: Tensor
+    fused = True
+    kernel_impl = "auto"
+    kernel_compile = False
+    kernel_used: str | None = None
 
     def __init__(self, in_dim: int, out_dim: int, *, goodness: str, theta: float,
                  straight_through: bool, peer_norm: float, peer_momentum: float,
@@ -78,6 +90,7 @@ class FFLayer(LocalLayer):
         return h
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        """The unfused loss, for a user block (``from_modules``) that is not an ``nn.Linear``."""
         pos = ctx["is_positive"]
         loss = ops.ff_loss(ops.goodness(h, self.goodness_mode), pos, self.theta, ctx.get("gamma"))
         if self.peer_norm > 0:
@@ -85,6 +98,24 @@ class FFLayer(LocalLayer):
             self.running_mean.copy_(r)
             loss = loss + self.peer_norm * pn
         return loss
+
+    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        """Forward + FF loss (+ peer norm, whose running mean is updated here) in one op; γ is set
+        and this layer's vote cast around it exactly as :meth:`infer` does in the chain."""
+        if not isinstance(self.linear, nn.Linear):  # a user block: no fused op for it
+            h = self.infer(x, ctx)
+            return h, self.local_loss(h, ctx)
+        ctx.extras["gamma"] = self.gamma(ctx)
+        w, b = self.linear.weight, self.linear.bias
+        impl = kernels.layer_impl(self, "ff_layer", x, w)
+        op = kernels.compiled(ff_layer_ref) if impl == "compile" else functools.partial(ff_layer, impl=impl)
+        h, loss, r = op(x, w, b, ctx["is_positive"], self.theta, goodness=self.goodness_mode,
+                        straight_through=self.straight_through, gamma=ctx.get("gamma"), peer_norm=self.peer_norm,
+                        running_mean=self.running_mean, peer_momentum=self.peer_momentum)
+        self.vote(h, ctx)
+        if r is not None:
+            self.running_mean.copy_(r)
+        return h, loss
 
 
 class FFClassifier(LocalLayer):

@@ -70,6 +70,7 @@ class SavedTensorMeter:
         """Exclude these tensors' storages (parameters) from the count."""
         self._exclude.update(self._storage_key(t) for t in tensors)
 
+    @torch.compiler.disable  # bookkeeping, not model code: never traced by torch.compile (--compile)
     def _pack(self, tensor: torch.Tensor) -> _Packed:
         if tensor.layout != torch.strided or tensor.is_meta:
             return _Packed(tensor, self, None)
@@ -91,6 +92,7 @@ class SavedTensorMeter:
         return _Packed(tensor, self, key)
 
     @staticmethod
+    @torch.compiler.disable
     def _unpack(packed: _Packed) -> torch.Tensor:
         return packed.tensor
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from localearn.algorithms.forward_forward import ForwardForward, ops
+from localearn.algorithms.forward_forward import learner as ff_learner_module
 
 import localearn
 from localearn.errors import ConfigError
@@ -160,15 +161,14 @@ def test_collab_gamma_is_detached_and_gradient_reaches_layer_l_only(
             h = layer(h)
             logits.append(layer.logit(h))
     seen: list[torch.Tensor | None] = []
-    original = ops.ff_loss
+    original = ff_learner_module.ff_layer  # FFLayer.forward_loss calls the fused op
 
-    def spy(g: torch.Tensor, pos: torch.Tensor, theta: float,
-            gamma: torch.Tensor | None = None) -> Any:
+    def spy(*args: Any, gamma: torch.Tensor | None = None, **kwargs: Any) -> Any:
         seen.append(gamma)
         assert gamma is None or not gamma.requires_grad
-        return original(g, pos, theta, gamma)
+        return original(*args, gamma=gamma, **kwargs)
 
-    monkeypatch.setattr(ops, "ff_loss", spy)
+    monkeypatch.setattr(ff_learner_module, "ff_layer", spy)
     owned = [set(map(id, opt.param_groups[0]["params"])) for opt in learner.optimizers()]
     steps: list[bool] = []
     for i, opt in enumerate(learner.optimizers()):
