@@ -70,7 +70,6 @@ class SavedTensorMeter:
         """Exclude these tensors' storages (parameters) from the count."""
         self._exclude.update(self._storage_key(t) for t in tensors)
 
-    @torch.compiler.disable  # bookkeeping, not model code: never traced by torch.compile (--compile)
     def _pack(self, tensor: torch.Tensor) -> _Packed:
         if tensor.layout != torch.strided or tensor.is_meta:
             return _Packed(tensor, self, None)
@@ -92,7 +91,6 @@ class SavedTensorMeter:
         return _Packed(tensor, self, key)
 
     @staticmethod
-    @torch.compiler.disable
     def _unpack(packed: _Packed) -> torch.Tensor:
         return packed.tensor
 
@@ -105,7 +103,11 @@ class SavedTensorMeter:
             self._refs[key] = count
 
     def __enter__(self) -> SavedTensorMeter:
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        pack, unpack = self._pack, self._unpack
+        if "torch._dynamo" in sys.modules:  # --compile is in use: bookkeeping is never traced;
+            # decided here, not by a decorator, so importing localearn does not import dynamo (+ triton)
+            pack, unpack = torch.compiler.disable(pack), torch.compiler.disable(unpack)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
         self._hooks.__enter__()
         self._token = _ACTIVE.set(self)
         return self
