@@ -52,6 +52,7 @@ class TrainConfig:
         warmup_steps: first steps metered in their own ``warmup`` window (counted in training).
         progress: show progress bars and per-epoch lines.
         measure_memory: track bytes saved for backward (saved-tensor hooks).
+        evaluate_test: evaluate the test split at the end; tuning trials set False (Rule 4).
     """
 
     epochs: int = 20
@@ -69,6 +70,7 @@ class TrainConfig:
     warmup_steps: int = 10
     progress: bool = True
     measure_memory: bool = True
+    evaluate_test: bool = True
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""
@@ -378,9 +380,9 @@ class Trainer:
             raise
         self.meter.unit = None
         with self.meter.phase("test"):
-            test = self.evaluate("test")
+            test = self.evaluate("test") if self.config.evaluate_test else None
             val = self.evaluate("val")
-            layer_acc = self.evaluate_layers("test")
+            layer_acc = self.evaluate_layers("test") if self.config.evaluate_test else None
         result = self._result("complete", test, val, layer_acc)
         self._write_run(result)
         for cb in self.callbacks:
