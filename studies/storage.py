@@ -18,6 +18,7 @@ import inspect
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ class SlotJournalStorage(_Refusing, JournalStorage):
 
 class SlotRDBStorage(_Refusing, RDBStorage):
     """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots."""
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # Optuna's cache layer (_CachedStorage, which wraps every RDBStorage) calls this one.
+        if template_trial is None and self.refuse_fresh:
+            raise NoSlotLeft
+        return super()._create_new_trial(study_id, template_trial)
 
 
 def mask_url(url: str | None) -> str | None:
@@ -96,7 +103,9 @@ def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 
         if url.startswith(prefix):  # SQLAlchemy 2.0 would pick psycopg2; this package depends on psycopg 3
             url = "postgresql+psycopg://" + url[len(prefix):]
     params = inspect.signature(RDBStorage.__init__).parameters
-    retry = RetryHeartbeatStaleTrialCallback()  # max_retry None: a killed worker's slot always returns
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback()  # max_retry None: a killed worker's slot always returns
     kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat_interval,
                               "grace_period": grace_period or 3 * heartbeat_interval}
     key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
@@ -104,7 +113,9 @@ def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 
     if not url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     try:
-        return SlotRDBStorage(url, **kwargs)
+        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SlotRDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy/psycopg errors: one line, never the password
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}") from None

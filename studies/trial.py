@@ -162,7 +162,9 @@ def objective(spec: StudySpec, arm: Arm, data: DataBundle, optuna_study: str) ->
 
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
-        slot = int(trial.user_attrs.get("slot", trial.number))
+        if "slot" not in trial.user_attrs:  # never happens: the storage refuses unbudgeted trials
+            raise optuna.TrialPruned("not a budgeted slot")
+        slot = int(trial.user_attrs["slot"])
         if slot_taken(trial.study, slot, trial.number):  # a re-queue raced a live retry: yield
             trial.set_user_attr("duplicate_of_slot", slot)
             raise optuna.TrialPruned(f"slot {slot} is already run by another trial")
