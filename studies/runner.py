@@ -82,7 +82,7 @@ def _tune(spec: StudySpec, storage: Any, url: str | None, study_dir: Path, worke
     if workers > 1:
         procs = start_workers(workers, spec, url, study_dir, heartbeat)
         try:
-            while any(p.is_alive() for p in procs):
+            while any([p.is_alive() for p in procs]):  # a list: every dead child is reaped
                 bar.n = base + (done() - base)
                 bar.refresh()
                 time.sleep(1.0)
@@ -148,11 +148,12 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
                  "sampler": entry["sampler"], "optuna_version": optuna.__version__, "arm": arm.key,
                  "algo": arm.algo, "arch": arm.arch, "baseline_of": arm.baseline}
         studies[arm.key] = study = ensure_study(store, entry["optuna_study"], spec.trials, attrs)
-        # Resume: fail trials orphaned by a dead run (the journal has no heartbeat) and re-queue
-        # slots lost to a crash or Ctrl-C; a duplicate slot this could race into yields at start.
+    record.save(status="tuning")
+    # Resume: fail trials orphaned by a dead run (the journal has no heartbeat) and re-queue slots
+    # lost to a crash or Ctrl-C, before any worker starts (a duplicate this races into yields).
+    for study in studies.values():
         repair_orphans(study, store, all_local_dead=not is_rdb(storage))
         requeue_lost(study, store)
-    record.save(status="tuning")
     finals = 0 if tune_only else len(spec.arms) * len(spec.seeds)
     done_runs = sum(1 for a in spec.arms for s in spec.seeds if (run_dir(study_dir, a, s) / "run.json").is_file())
     bar = _bar(len(spec.arms) * spec.trials + finals,

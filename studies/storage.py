@@ -167,7 +167,10 @@ def _dead_here(owner: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a killed child its parent has not reaped yet is a zombie: dead too
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def requeue(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial) -> None:
@@ -195,12 +198,12 @@ def repair_orphans(study: optuna.Study, storage: BaseStorage, *, all_local_dead:
         owner = t.user_attrs.get("worker")
         if not (_dead_here(owner) or (all_local_dead and (owner is None or owner.startswith(f"{HOST}:")))):
             continue
-        try:
+        try:  # the attribute first: a finished trial takes none; the FAIL is the atomic claim
+            storage.set_trial_user_attr(t._trial_id, "failure", f"worker {owner or '?'} died mid-trial")
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process failed it first and re-queues it
-        storage.set_trial_user_attr(t._trial_id, "failure", f"worker {owner or '?'} died mid-trial")
         requeue(study, storage, storage.get_trial(t._trial_id))
         repaired += 1
     return repaired

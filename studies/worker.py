@@ -22,7 +22,7 @@ import torch
 
 from localearn.data import DataBundle, load_dataset
 from localearn.studies.spec import Arm, StudySpec
-from localearn.studies.storage import NoSlotLeft, open_storage, repair_orphans, slot_counts
+from localearn.studies.storage import NoSlotLeft, open_storage, repair_orphans, requeue_lost, slot_counts
 from localearn.studies.trial import TrialFailed, make_pruner, objective, sampler_record
 
 
@@ -78,6 +78,8 @@ class Worker:
         arms = self.spec.arms[start % len(self.spec.arms):] + self.spec.arms[:start % len(self.spec.arms)]
         for arm in arms:  # first pass: take what is waiting, never wait for others
             repair_orphans(self.study(arm), self.storage, all_local_dead=all_local_dead)
+            if all_local_dead:  # no worker of ours runs: a slot failed by a crash is re-queued
+                requeue_lost(self.study(arm), self.storage)
             self.run_waiting(arm)
         while True:
             busy = False
