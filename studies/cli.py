@@ -79,7 +79,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     import optuna
-
     from localearn.studies.storage import describe, open_storage, slot_counts
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

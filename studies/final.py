@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from localearn.studies.protocol import verdict
+from localearn.studies.spec import Arm, StudySpec
+from localearn.studies.trial import arm_params, train_config
 
 from localearn.data import load_dataset
 from localearn.errors import LocalearnError
 from localearn.run import build_learner, fit
-from localearn.studies.protocol import verdict
-from localearn.studies.spec import Arm, StudySpec
-from localearn.studies.trial import arm_params, train_config
 
 
 def best_config(study: optuna.Study, arm: Arm) -> dict[str, Any]:

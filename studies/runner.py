@@ -15,11 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from tqdm.auto import tqdm
-
-import localearn
-from localearn.checkpoint import write_json
-from localearn.errors import ConfigError, LocalearnError
 from localearn.studies.final import best_config, final_run, matched_epochs, run_dir, summary_lines
 from localearn.studies.protocol import check_no_collisions
 from localearn.studies.spec import StudySpec, load_spec
@@ -34,6 +29,11 @@ from localearn.studies.storage import (
 )
 from localearn.studies.trial import make_pruner, sampler_record
 from localearn.studies.worker import Worker, optuna_name, start_workers
+from tqdm.auto import tqdm
+
+import localearn
+from localearn.checkpoint import write_json
+from localearn.errors import ConfigError, LocalearnError
 
 
 def _stop_rule(spec: StudySpec) -> dict[str, Any]:
@@ -48,8 +48,9 @@ class _Record:
         self.path = study_dir / "study.json"
         self.data: dict[str, Any] = {
             "name": spec.name, "spec": spec.to_dict(), "storage": storage, "protocol": spec.protocol,
-            "stop_rule": _stop_rule(spec), "pruner": {"policy": spec.pruner, "class": type(make_pruner(spec.pruner)).__name__,
-                                                      "axis": "whole-model validation accuracy per data pass"},
+            "stop_rule": _stop_rule(spec),
+            "pruner": {"policy": spec.pruner, "class": type(make_pruner(spec.pruner)).__name__,
+                       "axis": "whole-model validation accuracy per data pass"},
             "optuna_version": optuna.__version__, "localearn_version": localearn.__version__, "seeds": spec.seeds,
             "arms": {}, "status": "tuning",
         }

@@ -78,7 +78,7 @@ def mask_url(url: str | None) -> str | None:
 
 def describe(url: str | None, study_dir: Path) -> str:
     """The storage as it may be shown: a masked URL or the journal path."""
-    return mask_url(url) if is_rdb(url) else str(journal_path(url, study_dir))
+    return str(mask_url(url)) if is_rdb(url) else str(journal_path(url, study_dir))
 
 
 def is_rdb(url: str | None) -> bool:
@@ -140,7 +140,7 @@ def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, 
             time.sleep(0.5)
         if study.user_attrs[READY_ATTR] != trials:
             raise ConfigError(f"study {name!r} in this storage has {study.user_attrs[READY_ATTR]} trials per arm, "
-                              f"the spec {trials}: a budget cannot change once a study started")
+                              f"the spec {trials}: a budget cannot change once a study started") from None
         return study
     for key, value in attrs.items():
         study.set_user_attr(key, value)

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+from localearn.studies.protocol import sampler_seed, trial_seed
+from localearn.studies.spec import FIXED_KEYS, RULE_KEYS, Arm, StudySpec
+from localearn.studies.storage import slot_taken, worker_id
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
@@ -23,9 +26,6 @@ from localearn.data import DataBundle
 from localearn.errors import ConfigError
 from localearn.registry import get_algorithm
 from localearn.run import build_learner
-from localearn.studies.protocol import sampler_seed, trial_seed
-from localearn.studies.spec import FIXED_KEYS, RULE_KEYS, Arm, StudySpec
-from localearn.studies.storage import slot_taken, worker_id
 from localearn.trainer import TrainConfig, Trainer
 from localearn.utils import seed_everything
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import optuna
 import torch
-
-from localearn.data import DataBundle, load_dataset
 from localearn.studies.spec import Arm, StudySpec
 from localearn.studies.storage import NoSlotLeft, open_storage, repair_orphans, requeue_lost, slot_counts
 from localearn.studies.trial import TrialFailed, make_pruner, objective, sampler_record
+
+from localearn.data import DataBundle, load_dataset
 
 
 def optuna_name(spec: StudySpec, arm: Arm) -> str:

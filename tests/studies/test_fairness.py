@@ -14,14 +14,14 @@ from typing import Any
 
 import optuna
 import pytest
-from studyutil import write_spec
-
-from localearn.errors import ConfigError
 from localearn.studies.protocol import sampler_seed
 from localearn.studies.spec import RULE_KEYS, load_spec
 from localearn.studies.storage import ensure_study
 from localearn.studies.trial import SlotTPESampler, arm_params, sampler_record, train_config
 from localearn.studies.worker import optuna_name
+from studyutil import write_spec
+
+from localearn.errors import ConfigError
 
 BASE = {"study": {"name": "fair", "dataset": "digits", "trials": 3}, "arms": [{"algo": "mf", "arch": "mlp:1x32"}]}
 
@@ -77,7 +77,7 @@ def test_one_budget_per_arm_and_it_cannot_change(tmp_path: Path) -> None:
 
 
 def test_sampler_is_seeded_per_arm_from_the_study_name_never_globally() -> None:
-    with pytest.raises(ConfigError, match="study.seed: unknown key"):
+    with pytest.raises(ConfigError, match=r"study\.seed: unknown key"):
         load_spec({"study": {**BASE["study"], "seed": 42}, "arms": BASE["arms"]})
     spec = load_spec({"study": {"name": "fair", "dataset": "digits"},
                       "arms": [{"algo": "mf"}, {"algo": "ff"}]})
@@ -105,6 +105,7 @@ def test_identical_spaces_draw_independently_but_reproducibly() -> None:
 
 def test_end_to_end_equal_budget_rule_and_no_test_in_tuning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from localearn.studies.runner import run_study
+
     from localearn.trainer import Trainer
 
     calls: list[tuple[str, bool]] = []

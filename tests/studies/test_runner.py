@@ -11,14 +11,14 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-from studyutil import localearn_cli, write_spec
-
-from localearn.errors import LocalearnError
 from localearn.studies.final import best_config
 from localearn.studies.spec import load_spec
 from localearn.studies.storage import ensure_study, open_storage, slot_counts
 from localearn.studies.worker import Worker, optuna_name
+from optuna.trial import TrialState
+from studyutil import localearn_cli, write_spec
+
+from localearn.errors import LocalearnError
 
 
 def _studies(journal: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
@@ -103,7 +103,8 @@ def test_a_diverged_run_is_a_failed_trial_never_a_result(tmp_path: Path, monkeyp
     from localearn.trainer import Trainer
 
     def diverge(self: Trainer) -> dict[str, Any]:
-        return {"status": "diverged", "diverged": {"unit": "network", "layer": "0", "epoch": 1, "reason": "loss is nan"},
+        why = {"unit": "network", "layer": "0", "epoch": 1, "reason": "loss is nan"}
+        return {"status": "diverged", "diverged": why,
                 "metrics": {"val_accuracy": 0.9, "data_passes": 1, "train_seconds": 0.1}}
 
     monkeypatch.setattr(Trainer, "fit", diverge)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from localearn.studies.spec import load_spec
 
 from localearn.cli import main
 from localearn.errors import ConfigError
-from localearn.studies.spec import load_spec
 
 ISSUE_SPEC = """
 [study]

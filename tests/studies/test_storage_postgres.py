@@ -16,10 +16,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from localearn.studies.storage import mask_url, open_storage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-
-from localearn.studies.storage import mask_url, open_storage
 from studyutil import localearn_cli, write_spec
 
 PG = os.environ.get("LOCALEARN_TEST_PG_URL")
