@@ -136,3 +136,14 @@ def test_end_to_end_equal_budget_rule_and_no_test_in_tuning(tmp_path: Path, monk
         for t in study.trials:
             assert {"seed", "val_accuracy", "data_passes", "status"} <= set(t.user_attrs)
             assert set(t.intermediate_values) == {1}  # whole-model val accuracy at every data pass
+
+
+def test_matched_passes_gives_each_unit_its_share_of_backprop_epochs() -> None:
+    from localearn.studies.final import matched_epochs
+
+    spec = load_spec({"study": {"name": "b", "dataset": "digits", "protocol": "matched_passes"},
+                      "arms": [{"algo": "mf", "arch": "mlp:2x32"}, {"algo": "ff", "arch": "mlp:2x32"}]})
+    bp_runs = [{"status": "complete", "metrics": {"epochs": e}} for e in (4, 5)] + [{"status": "diverged"}]
+    config: dict[str, Any] = {"learner_options": {}}
+    assert matched_epochs(spec, spec.arm("digits/mono_forward"), config, bp_runs) == 3  # greedy: S = 2
+    assert matched_epochs(spec, spec.arm("digits/forward_forward"), config, bp_runs) == 5  # joint: S = 1

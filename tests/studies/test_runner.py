@@ -120,3 +120,22 @@ def test_a_diverged_run_is_a_failed_trial_never_a_result(tmp_path: Path, monkeyp
                    for t in study.trials)
         with pytest.raises(LocalearnError, match="no tuning trial completed"):
             best_config(study, arm)
+
+
+def test_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    from localearn.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        open_storage("postgresql://me:hunter2pw@127.0.0.1:1/studies", tmp_path)
+    msg = str(err.value)
+    assert "hunter2pw" not in msg and "cannot open storage postgresql+psycopg://me:***@127.0.0.1:1/studies" in msg
+    assert "\n" not in msg
+
+
+def test_sqlite_is_refused_for_several_workers(tmp_path: Path) -> None:
+    from localearn.studies.runner import run_study
+
+    from localearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sqlite storage is for one worker"):
+        run_study(write_spec(tmp_path), storage=f"sqlite:///{tmp_path}/s.db", workers=2, out=tmp_path / "o")
