@@ -79,12 +79,11 @@ def _tune(spec: StudySpec, storage: Any, url: str | None, study_dir: Path, worke
     def done() -> int:
         return sum(slot_counts(s)["done"] for s in studies.values())
 
-    base = done()
     if workers > 1:
         procs = start_workers(workers, spec, url, study_dir, heartbeat)
         try:
             while any([p.is_alive() for p in procs]):  # a list: every dead child is reaped
-                bar.n = base + (done() - base)
+                bar.n = done()
                 bar.refresh()
                 time.sleep(1.0)
         except KeyboardInterrupt:
@@ -182,9 +181,10 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
             record.save()
             runs[arm.key] = {}
             for seed in spec.seeds:
-                runs[arm.key][seed] = final_run(spec, arm, configs[arm.key], seed,
-                                                run_dir(study_dir, arm, seed), epochs)
-                bar.update(0 if bar.n >= bar.total else 1)
+                path = run_dir(study_dir, arm, seed)
+                counted = (path / "run.json").is_file()  # already in the bar's initial count
+                runs[arm.key][seed] = final_run(spec, arm, configs[arm.key], seed, path, epochs)
+                bar.update(0 if counted else 1)
         record.save(status="complete")
     finally:
         bar.close()
