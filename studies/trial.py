@@ -170,7 +170,8 @@ def objective(spec: StudySpec, arm: Arm, data: DataBundle, optuna_study: str) ->
             raise optuna.TrialPruned(f"slot {slot} is already run by another trial")
         seed = trial_seed(optuna_study, slot)
         train, options = arm_params(trial, arm)
-        config = TrainConfig(**train_config(spec, seed, evaluate_test=False, **train))
+        # No test split, no memory hooks, no checkpoints, no bars: a trial measures only its objective.
+        config = TrainConfig(**train_config(spec, seed, evaluate_test=False, measure_memory=False, **train))
         seed_everything(seed)
         learner = build_learner(arm.algo, data, {**arm.learner_options(), **options})
         trainer = Trainer(learner, data, config, callbacks=[OptunaPruning(trial)],
