@@ -188,6 +188,8 @@ def _arm(where: str, i: int, raw: Any) -> dict[str, Any]:
                 check_options(algo, {key: (rng.get("choices") or [rng["low"]])[0]})
             except LocalearnError as exc:
                 raise _fail(where, f"{prefix}search_space.{key}", str(exc)) from None
+    if "/" in raw.get("name", "") or raw.get("name", "x").strip() == "":
+        raise _fail(where, f"{prefix}name", f"must be non-empty and without '/', got {raw['name']!r}")
     return {"name": raw.get("name") or algo, "algo": algo, "arch": arch, "schedule": schedule,
             "options": options, "fixed": fixed, "search_space": space}
 

@@ -84,6 +84,7 @@ def test_graph_dataset_gets_the_gnn_baseline() -> None:
     ('[study]\nname="a"\ndataset="digits"\n[[arms]]\nalgo="mf"\n[[arms]]\nalgo="ff"\nname="mono_forward"',
      "arms.name", "unique"),
     ('[study]\nname="a"\ndataset="karate"\n[[arms]]\nalgo="mf"', "arms[0].algo", "image"),
+    ('[study]\nname="a"\ndataset="digits"\n[[arms]]\nalgo="mf"\nname="a/b"', "arms[0].name", "without '/'"),
     ('[study]\nname="a"\ndataset="digits"\n[extra]\nx=1\n[[arms]]\nalgo="mf"', "extra", "unknown table"),
     ('[study]\nname="a"\ndataset="digits"', "arms", "required"),
     ('[study]\nname="a"\ndataset="digits"\nx = [', "", "not valid TOML"),
