@@ -177,7 +177,9 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
             epochs = None
             if spec.protocol == "matched_passes" and not arm.is_baseline and arm.baseline:
                 epochs = matched_epochs(spec, arm, configs[arm.key], list(runs[arm.baseline].values()))
-            record.data["arms"][arm.key]["final"] = {**configs[arm.key], "epochs_per_unit": epochs}
+            best = configs[arm.key]
+            record.data["arms"][arm.key]["final"] = {"config": {**best["train"], **best["learner_options"]},
+                                                     **best, "epochs_per_unit": epochs}
             record.save()
             runs[arm.key] = {}
             for seed in spec.seeds:
