@@ -168,7 +168,8 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
         configs = {arm.key: best_config(studies[arm.key], arm) for arm in spec.arms}
         for ds in spec.datasets:  # Rule 4: no two arms may have drawn identical values
             try:
-                check_no_collisions({k: c["params"] for k, c in configs.items() if k.startswith(f"{ds}/")})
+                check_no_collisions({k: c["params"] for k, c in configs.items()
+                                     if k.startswith(f"{ds}/") and c["params"]})  # all-fixed arms draw nothing
             except ValueError as exc:
                 raise LocalearnError(str(exc)) from None
         record.save(status="final")
