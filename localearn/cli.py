@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     v = sub.add_parser("env", help="what this machine can measure (GPU, NVML, RAPL, CodeCarbon, Triton)")
     v.add_argument("--json", action="store_true")
+    from localearn.studies.cli import add_study_parser
+
+    add_study_parser(sub)  # localearn study run|report|list
     return parser
 
 
@@ -234,7 +237,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "env": cmd_env, "recipes": cmd_recipes}
+def cmd_study(args: argparse.Namespace) -> int:
+    from localearn.studies.cli import cmd_study as run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "env": cmd_env, "recipes": cmd_recipes,
+            "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

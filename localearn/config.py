@@ -42,6 +42,7 @@ class TrainConfig:
             recompute every batch as the reference does); see ``LocalLearner.train_step``.
         kernels: ``auto`` | ``torch`` | ``triton``, the fused-layer implementation (localearn.kernels).
         compile: run each layer's local step through ``torch.compile``.
+        evaluate_test: evaluate the test split at the end; tuning trials set False (Rule 4).
     """
 
     epochs: int = 20
@@ -62,6 +63,7 @@ class TrainConfig:
     prefix_cache_gb: float = 0.0
     kernels: str = "auto"
     compile: bool = False
+    evaluate_test: bool = True
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""

@@ -318,10 +318,11 @@ class Trainer:
         if self.state.diverged is not None:
             result = run_record(self, "diverged")
         else:
-            with self.meter.phase("test"):
-                test = self.evaluate("test")
+            with self.meter.phase("test"):  # tuning trials never touch the test split (Rule 4)
+                test = self.evaluate("test") if self.config.evaluate_test else None
                 val = self.evaluate("val")
-                layer_acc = self.evaluate_layers("test") if self.task.name == "classification" else {}
+                classify = self.task.name == "classification" and self.config.evaluate_test
+                layer_acc = self.evaluate_layers("test") if classify else {}
             result = run_record(self, "complete", test, val, layer_acc)
         self._write_run(result)
         for cb in self.callbacks:

@@ -1,9 +1,13 @@
-"""Study support: the statistics and seeding rules of STUDY_PROTOCOL.md Rule 4.
+"""Studies: fair, resumable, multi-worker comparisons of local learners with backprop.
 
-``localearn.studies.protocol`` holds what every comparison needs: the sampler seed derived from
-the study name (never the global seed), per-trial seeds, the seed-collision check, paired
-bootstrap confidence intervals, the TOST equivalence verdict and Holm's correction.
+``localearn.studies.protocol`` holds the seeding and statistics rules of STUDY_PROTOCOL.md Rule 4
+(sampler seed from the study name, per-trial seeds, the seed-collision check, paired bootstrap
+CIs, the TOST verdict, Holm). ``run_study`` (``localearn study run``) loads a TOML spec
+(``localearn.studies.spec``), tunes every arm with one budget, stopping rule and pruner on an
+Optuna storage, and re-runs each arm's best configuration on paired seeds.
 """
+
+from typing import Any
 
 from localearn.studies.protocol import (
     Verdict,
@@ -15,4 +19,15 @@ from localearn.studies.protocol import (
     verdict,
 )
 
-__all__ = ["Verdict", "check_no_collisions", "holm", "paired_bootstrap_ci", "sampler_seed", "trial_seed", "verdict"]
+
+def __getattr__(name: str) -> Any:
+    # run_study pulls in Optuna and torch; importing the statistics helpers should not.
+    if name == "run_study":
+        from localearn.studies.runner import run_study
+
+        return run_study
+    raise AttributeError(f"module 'localearn.studies' has no attribute {name!r}")
+
+
+__all__ = ["Verdict", "check_no_collisions", "holm", "paired_bootstrap_ci", "run_study", "sampler_seed",
+           "trial_seed", "verdict"]

@@ -1,0 +1,212 @@
+"""``run_study``: tune every arm with one budget and rule, then run the best configurations on
+paired seeds (STUDY_PROTOCOL.md Rules 1-4; Spyra & Dzwinel, arXiv 2511.01061, revised).
+
+The study directory DIR holds ``spec.toml``, ``study.json`` (rewritten atomically as the study
+advances), ``journal.log`` (the default Optuna storage) and ``runs/<dataset>/<arm>/seed-<s>/``.
+Re-running an interrupted study resumes it: finished trials and final runs are never repeated.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from localearn.studies.final import best_config, final_run, matched_epochs, run_dir, summary_lines
+from localearn.studies.protocol import check_no_collisions
+from localearn.studies.spec import StudySpec, load_spec
+from localearn.studies.storage import (
+    describe,
+    ensure_study,
+    is_rdb,
+    open_storage,
+    repair_orphans,
+    requeue_lost,
+    slot_counts,
+)
+from localearn.studies.trial import make_pruner, sampler_record
+from localearn.studies.worker import Worker, optuna_name, start_workers
+from tqdm.auto import tqdm
+
+import localearn
+from localearn.checkpoint import write_json
+from localearn.errors import ConfigError, LocalearnError
+
+
+def _stop_rule(spec: StudySpec) -> dict[str, Any]:
+    return {"metric": spec.stop_metric, "patience": spec.patience, "cap_epochs_per_unit": spec.epochs,
+            "restore_best": spec.restore_best, "min_delta": 0.0}
+
+
+class _Record:
+    """study.json: written atomically whenever the study advances."""
+
+    def __init__(self, spec: StudySpec, study_dir: Path, storage: str) -> None:
+        self.path = study_dir / "study.json"
+        self.data: dict[str, Any] = {
+            "name": spec.name, "spec": spec.to_dict(), "storage": storage, "protocol": spec.protocol,
+            "stop_rule": _stop_rule(spec),
+            "pruner": {"policy": spec.pruner, "class": type(make_pruner(spec.pruner)).__name__,
+                       "axis": "whole-model validation accuracy per data pass"},
+            "optuna_version": optuna.__version__, "localearn_version": localearn.__version__, "seeds": spec.seeds,
+            "arms": {}, "status": "tuning",
+        }
+        for arm in spec.arms:
+            name = optuna_name(spec, arm)
+            self.data["arms"][arm.key] = {
+                "dataset": arm.dataset, "arm": arm.name, "algo": arm.algo, "arch": arm.arch,
+                "options": arm.learner_options(), "fixed": arm.fixed, "search_space": arm.search_space,
+                "baseline_of": arm.baseline, "is_baseline": arm.is_baseline, "optuna_study": name,
+                "sampler": sampler_record(name)[1], "tuning": None, "final": None,
+            }
+
+    def save(self, **changes: Any) -> None:
+        self.data.update(changes)
+        write_json(self.data, self.path)
+
+
+def _bar(total: int, initial: int, progress: bool) -> Any:
+    return tqdm(total=total, initial=initial, desc="study", unit="run", disable=not progress or None,
+                dynamic_ncols=True)
+
+
+def _tune(spec: StudySpec, storage: Any, url: str | None, study_dir: Path, workers: int, heartbeat: int,
+          bar: Any, studies: dict[str, optuna.Study]) -> None:
+    """Run every arm's slots with ``workers`` processes (in this process when 1)."""
+    def done() -> int:
+        return sum(slot_counts(s)["done"] for s in studies.values())
+
+    if workers > 1:
+        procs = start_workers(workers, spec, url, study_dir, heartbeat)
+        try:
+            while any([p.is_alive() for p in procs]):  # a list: every dead child is reaped
+                bar.n = done()
+                bar.refresh()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+            raise
+        lost = [p.exitcode for p in procs if p.exitcode != 0]
+        if lost:
+            tqdm.write(f"{len(lost)} worker(s) exited abnormally ({lost}); their slots are re-run here")
+    # In-process (one worker), or the sweep after the workers: every local worker is gone now.
+    Worker(spec, storage, on_trial=lambda: bar.update(1)).run(all_local_dead=True)
+    bar.n = done()
+    bar.refresh()
+
+
+def _tuning_record(study: optuna.Study) -> dict[str, Any]:
+    counts = slot_counts(study)
+    trials = study.get_trials(deepcopy=False)
+    seconds = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in trials)
+    wall = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+               if t.datetime_complete is not None and t.datetime_start is not None)
+    best = study.best_trial if counts["complete"] else None
+    return {"trials_complete": counts["complete"], "trials_pruned": counts["pruned"],
+            "trials_failed": counts["failed"], "seconds": wall, "train_seconds": seconds,
+            "best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
+            "best_trial": best.number if best else None}
+
+
+def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: str | None = None, workers: int = 1,
+              out: str | Path | None = None, progress: bool = True, *, heartbeat_interval: int = 60,
+              tune_only: bool = False, report: bool = True) -> dict[str, Any]:
+    """Run (or resume) a study and return its summary.
+
+    Args:
+        spec_or_path: a TOML spec path, a parsed spec dict, or a :class:`StudySpec`.
+        storage: an Optuna RDB URL (``postgresql+psycopg://user:pw@host/db``; ``sqlite:///f.db`` for
+            one worker), or ``journal:PATH``; default: the journal file ``DIR/journal.log``.
+        workers: local worker processes sharing the storage.
+        out: the study directory (default ``./studies_out/<name>``).
+        progress: a progress bar over trials and final runs, and the summary on stdout.
+        heartbeat_interval: seconds between RDB heartbeats (a dead worker's trial is retried after 3x).
+        tune_only: only run tuning slots (a helper machine on a shared RDB storage).
+        report: write the report (``localearn.studies.report.write_report``) at the end.
+    """
+    spec = spec_or_path if isinstance(spec_or_path, StudySpec) else load_spec(spec_or_path)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and storage is not None and storage.startswith("sqlite"):
+        raise ConfigError("sqlite storage is for one worker; use the default journal file or PostgreSQL "
+                          "(postgresql+psycopg://...) for --workers > 1")
+    study_dir = Path(out) if out is not None else Path("studies_out") / spec.name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).resolve() != (study_dir / "spec.toml").resolve():
+        shutil.copyfile(spec_or_path, study_dir / "spec.toml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(storage, study_dir, heartbeat_interval=heartbeat_interval)
+    record = _Record(spec, study_dir, describe(storage, study_dir))
+    studies: dict[str, optuna.Study] = {}
+    for arm in spec.arms:
+        entry = record.data["arms"][arm.key]
+        attrs = {"localearn": {k: record.data[k] for k in ("protocol", "stop_rule", "pruner", "localearn_version")},
+                 "sampler": entry["sampler"], "optuna_version": optuna.__version__, "arm": arm.key,
+                 "algo": arm.algo, "arch": arm.arch, "baseline_of": arm.baseline}
+        studies[arm.key] = study = ensure_study(store, entry["optuna_study"], spec.trials, attrs)
+    record.save(status="tuning")
+    # Resume: fail trials orphaned by a dead run (the journal has no heartbeat) and re-queue slots
+    # lost to a crash or Ctrl-C, before any worker starts (a duplicate this races into yields).
+    for study in studies.values():
+        repair_orphans(study, store, all_local_dead=not is_rdb(storage))
+        requeue_lost(study, store)
+    finals = 0 if tune_only else len(spec.arms) * len(spec.seeds)
+    done_runs = sum(1 for a in spec.arms for s in spec.seeds if (run_dir(study_dir, a, s) / "run.json").is_file())
+    bar = _bar(len(spec.arms) * spec.trials + finals,
+               sum(slot_counts(s)["done"] for s in studies.values()) + done_runs, progress)
+    try:
+        _tune(spec, store, storage, study_dir, workers, heartbeat_interval, bar, studies)
+        for arm in spec.arms:
+            record.data["arms"][arm.key]["tuning"] = _tuning_record(studies[arm.key])
+        record.save()
+        if tune_only:
+            return {}
+        configs = {arm.key: best_config(studies[arm.key], arm) for arm in spec.arms}
+        for ds in spec.datasets:  # Rule 4: no two arms may have drawn identical values
+            try:
+                check_no_collisions({k: c["params"] for k, c in configs.items()
+                                     if k.startswith(f"{ds}/") and c["params"]})  # all-fixed arms draw nothing
+            except ValueError as exc:
+                raise LocalearnError(str(exc)) from None
+        record.save(status="final")
+        runs: dict[str, dict[int, dict[str, Any]]] = {}
+        for arm in sorted(spec.arms, key=lambda a: not a.is_baseline):  # backprop first (Protocol B)
+            epochs = None
+            if spec.protocol == "matched_passes" and not arm.is_baseline and arm.baseline:
+                epochs = matched_epochs(spec, arm, configs[arm.key], list(runs[arm.baseline].values()))
+            best = configs[arm.key]
+            record.data["arms"][arm.key]["final"] = {"config": {**best["train"], **best["learner_options"]},
+                                                     **best, "epochs_per_unit": epochs}
+            record.save()
+            runs[arm.key] = {}
+            for seed in spec.seeds:
+                path = run_dir(study_dir, arm, seed)
+                counted = (path / "run.json").is_file()  # already in the bar's initial count
+                runs[arm.key][seed] = final_run(spec, arm, configs[arm.key], seed, path, epochs)
+                bar.update(0 if counted else 1)
+        record.save(status="complete")
+    finally:
+        bar.close()
+    summary: dict[str, Any] = {}
+    if report:
+        summary = _report(study_dir, storage)
+    if progress:
+        print("\n".join(["", *summary_lines(spec, runs), f"  study directory {study_dir}"]))
+    return summary or {"study_dir": str(study_dir), "runs": {k: list(v.values()) for k, v in runs.items()}}
+
+
+def _report(study_dir: Path, storage: str | None) -> dict[str, Any]:
+    """S2's report (report.md, results.csv, summary.json, PNGs), imported lazily."""
+    try:
+        from localearn.studies.report import write_report
+    except ModuleNotFoundError as exc:
+        if exc.name != "localearn.studies.report":
+            raise
+        print("note: localearn.studies.report is not installed; run `localearn study report` later",
+              file=sys.stderr)
+        return {}
+    return write_report(study_dir, storage=storage)
