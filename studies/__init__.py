@@ -14,5 +14,16 @@ from localearn.studies.protocol import (
     trial_seed,
     verdict,
 )
+from localearn.studies.report import load_report, write_report
 
-__all__ = ["Verdict", "check_no_collisions", "holm", "paired_bootstrap_ci", "sampler_seed", "trial_seed", "verdict"]
+__all__ = [
+    "Verdict",
+    "check_no_collisions",
+    "holm",
+    "load_report",
+    "paired_bootstrap_ci",
+    "sampler_seed",
+    "trial_seed",
+    "verdict",
+    "write_report",
+]

@@ -75,6 +75,12 @@ class BackpropGNN(LocalLearner):
     test_arch = "gcn:16x2"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """The same lr / wd ranges as ForwardGNN, its comparison partner on graphs."""
+        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,
