@@ -20,7 +20,9 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:  # a notebook that already chose its backend keeps it
     matplotlib.use("Agg")
 from localearn.studies.summary import mean_ci95
+from matplotlib import style
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MIB = 2**20
 
@@ -67,27 +69,29 @@ def accuracy_vs_cost(summary: dict[str, Any], rows: list[dict[str, Any]], path: 
 def memory(summary: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> str:
     """Left: peak saved-for-backward MiB per arm (+ CUDA peak); right: per layer, first complete run."""
     keys = [k for k, e in summary.items() if e["n"]]
+    colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}
     layers = []
     for k in keys:
         run = _complete(rows, k)[0]["run"]
         for name, entry in (run["metrics"].get("per_layer") or {}).items():
             mib = entry.get("peak_saved_activation_bytes", 0) / MIB
-            layers.append((f"{k}: {name}", mib, summary[k]["is_baseline"]))
+            layers.append((f"{k}: {name}", mib, colour[k]))
     fig = Figure(figsize=(12, max(3.5, 0.3 * len(layers) + 1.2)))
     ax = fig.add_subplot(1, 2, 1)
     cuda = any(summary[k]["cuda_peak_mean"] for k in keys)
     width = 0.4 if cuda else 0.7
     pos = list(range(len(keys)))
     ax.bar([p - (width / 2 if cuda else 0) for p in pos], [(summary[k]["peak_saved_bytes_mean"] or 0) / MIB
-                                                           for k in keys], width, label="saved for backward")
+                                                           for k in keys], width, label="saved for backward",
+           color=[colour[k] for k in keys])
     if cuda:
         ax.bar([p + width / 2 for p in pos], [(summary[k]["cuda_peak_mean"] or 0) / MIB for k in keys], width,
-               label="CUDA max allocated")
+               label="CUDA max allocated (hatched)", color=[colour[k] for k in keys], hatch="//", alpha=0.6)
     ax.set_xticks(pos, keys, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="peak MiB (mean over seeds)", title="peak memory per arm")
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
-    ax2.barh(range(len(layers)), [m for _, m, _ in layers], color=["C1" if b else "C0" for _, _, b in layers])
+    ax2.barh(range(len(layers)), [m for _, m, _ in layers], color=[c for _, _, c in layers])
     ax2.set_yticks(range(len(layers)), [n for n, _, _ in layers], fontsize=7)
     ax2.invert_yaxis()
     ax2.set(xlabel="peak MiB saved for backward", title="per layer (above its train_step entry)")
@@ -112,8 +116,9 @@ def learning_curves(summary: dict[str, Any], rows: list[dict[str, Any]], path: P
                            linestyle="--" if e["is_baseline"] else "-")
             ax.fill_between(xs, [min(curves[x]) for x in xs], [max(curves[x]) for x in xs],
                             color=line[0].get_color(), alpha=0.15)
-        ax.set(xlabel="data passes (epochs summed over training units)",
+        ax.set(xlabel="data passes (summed over units; a greedy learner restarts at each unit)",
                ylabel="validation accuracy, % (unit's scores)", title=ds)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
@@ -143,7 +148,8 @@ def optimization_history(study: dict[str, Any], storage: Any, study_dir: Path) -
     import optuna
     from optuna.visualization.matplotlib import plot_optimization_history
 
-    files, notes = [], []
+    files: list[str] = []
+    notes: list[str] = []
     by_ds: dict[str, list[optuna.Study]] = {}
     for key, arm in study["arms"].items():
         try:
@@ -161,6 +167,7 @@ def optimization_history(study: dict[str, Any], storage: Any, study_dir: Path) -
         assert fig is not None
         fig.set_size_inches(8, 4.5)
         ax.set_title(f"Optuna optimisation history: {ds}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         name = f"optimization_history_{ds}.png"
         fig.tight_layout()
@@ -173,6 +180,14 @@ def optimization_history(study: dict[str, Any], storage: Any, study_dir: Path) -
 def write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any],
                 storage: str | None) -> tuple[list[str], list[str]]:
     """Every plot that has data; returns the PNG names and notes on what could not be drawn."""
+    # Optuna's matplotlib module switches the global style to ggplot when imported: draw every
+    # plot in matplotlib's default style and leave the caller's rcParams as they were.
+    with style.context("default"):
+        return _write_plots(study_dir, study, rows, summary, storage)
+
+
+def _write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any],
+                 storage: str | None) -> tuple[list[str], list[str]]:
     files: list[str] = []
     notes: list[str] = []
     if any(e["n"] for e in summary.values()):

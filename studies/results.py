@@ -65,7 +65,7 @@ def _failure(run: dict[str, Any] | None, path: Path) -> str:
     if status == "diverged":
         d = run.get("diverged") or {}
         where = ", ".join(f"{k} {d[k]}" for k in ("unit", "layer", "epoch") if d.get(k) is not None)
-        return f"diverged ({where}): {d.get('reason', 'no reason recorded')}".replace(" ()", "")
+        return f"{where}: {d.get('reason', 'no reason recorded')}" if where else str(d.get("reason", "diverged"))
     if status != "complete":
         return f"status {status!r}"
     if (run.get("metrics") or {}).get("test_accuracy") is None:
