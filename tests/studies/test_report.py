@@ -139,3 +139,53 @@ def test_load_report_errors_name_the_problem(tmp_path: Path) -> None:
         load_report(tmp_path)
     with pytest.raises(LocalearnError, match="not a study directory"):
         write_report(tmp_path)
+
+
+def _fake_run(acc: float, seconds: float, joules: float | None, method: str = "nvml_energy_counter") -> dict[str, Any]:
+    energy = ({"method": method, "train_joules": joules, "train_adjusted_joules": joules / 2}
+              if joules is not None else {"method": "not_measured", "reason": "no GPU"})
+    return {"status": "complete", "arch": "mlp:2x32", "stop_rule": {"metric": "val_loss"},
+            "metrics": {"test_accuracy": acc, "val_accuracy": acc, "epochs": 4, "data_passes": 4,
+                        "train_seconds": seconds, "peak_saved_activation_bytes": 1000, "peak_rss_bytes": 1,
+                        "cuda_peak_allocated_bytes": None, "energy": energy}}
+
+
+def test_energy_ratio_carries_its_method_and_mixed_methods_give_none() -> None:
+    from localearn.studies.report import build_summary
+    from localearn.studies.results import make_row
+
+    study = {"arms": {k: _arm(k, a, o) for k, (a, o) in ARMS.items()}, "seeds": [0, 1, 2]}
+    rows = []
+    for seed in range(3):
+        # mono_forward: the same accuracy to 0.01 pp, twice the time, 1.5x the joules (same meter)
+        rows.append(make_row("digits/backprop", study["arms"]["digits/backprop"], seed,
+                             _fake_run(0.9 + seed / 100, 10.0, 100.0), Path("x")))
+        rows.append(make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], seed,
+                             _fake_run(0.9001 + seed / 100, 20.0, 150.0), Path("x")))
+        rows.append(make_row("digits/mf_sum", study["arms"]["digits/mf_sum"], seed,
+                             _fake_run(0.95, 20.0, 150.0, method="rapl"), Path("x")))
+    summary = build_summary(study, rows)
+    mf, mfs = summary["digits/mono_forward"], summary["digits/mf_sum"]
+    assert mf["energy_ratio"] == pytest.approx(1.5) and mf["energy_method"] == ["nvml_energy_counter"]
+    assert mf["energy_adjusted_ratio"] == pytest.approx(1.5)
+    assert mf["train_seconds_ratio"] == pytest.approx(2.0)
+    assert mf["decomposition"]["joules_per_pass_ratio"] == pytest.approx(1.5)
+    assert mf["delta_pp"] == pytest.approx(0.01) and mf["verdict"] == "EQUIVALENT"
+    assert mfs["verdict"] == "DIFFERENT"  # 3.0-5.0 pp apart, still so after Holm over two contrasts
+    assert mfs["energy_ratio"] is None and mfs["energy_method"] == ["nvml_energy_counter", "rapl"]
+
+
+def test_too_few_pairs_gives_no_verdict() -> None:
+    from localearn.studies.report import build_summary
+    from localearn.studies.results import make_row
+
+    study = {"arms": {k: _arm(k, a, o) for k, (a, o) in list(ARMS.items())[:2]}, "seeds": [0, 1]}
+    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, _fake_run(0.9, 1.0, None), Path("x")),
+            make_row("digits/backprop", study["arms"]["digits/backprop"], 1, None, Path("missing")),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, _fake_run(0.8, 1.0, None),
+                     Path("x")),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 1, _fake_run(0.8, 1.0, None),
+                     Path("x"))]
+    mf = build_summary(study, rows)["digits/mono_forward"]
+    assert mf["n_paired"] == 1 and mf["verdict"] == "INSUFFICIENT_PAIRS" and mf["delta_ci95"] is None
+    assert mf["delta_pp"] == pytest.approx(-10.0)
