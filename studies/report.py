@@ -108,7 +108,11 @@ def render_markdown(study: dict[str, Any], summary: dict[str, Any], plots: list[
              f"{rule.get('min_delta', 0)}, cap {rule.get('cap_epochs_per_unit')} epochs per unit, best state "
              f"restored: {rule.get('restore_best')}; pruner {study.get('pruner', 'none')}",
              f"- **Seeds** {study.get('seeds')} (paired by seed); Optuna {study.get('optuna_version')}, localearn "
-             f"{study.get('localearn_version')}; status {study.get('status')}; storage `{study.get('storage')}`", ""]
+             f"{study.get('localearn_version')}; status {study.get('status')}; storage `{study.get('storage')}`"]
+    budgets = [f"{e['arm']} {e['epochs_per_unit']}" for e in summary.values() if e.get("epochs_per_unit")]
+    if budgets:
+        lines.append(f"- **Epochs per unit** (matched passes): {', '.join(budgets)}")
+    lines.append("")
     datasets = list(dict.fromkeys(e["dataset"] for e in summary.values()))
     head = ("| arm | learner | n | test acc % | stops on | Δ pp vs BP [95 % CI] | verdict | train time × (= epochs × "
             "cost/epoch) | saved bytes × | energy × |")
@@ -116,6 +120,11 @@ def render_markdown(study: dict[str, Any], summary: dict[str, Any], plots: list[
         lines += [f"## {ds}", "", head, "|" + "---|" * 10]
         lines += [_row(k, e) for k, e in summary.items() if e["dataset"] == ds]
         lines.append("")
+        co2e = [f"{e['arm']} {1000 * e['co2e_kg_mean']:.3g} g" for e in summary.values()
+                if e["dataset"] == ds and e["co2e_kg_mean"] is not None]
+        if co2e:
+            methods = sorted({m for e in summary.values() if e["dataset"] == ds for m in e["co2e_method"]})
+            lines += [f"CO2e per final run (mean; {', '.join(methods)}): {', '.join(co2e)}", ""]
     lines += ["## Tuning cost (excluded from the training-cost ratios)", "",
               "| arm | trials complete | failed | tuning seconds | best val accuracy | best params |",
               "|---|---|---|---|---|---|"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from localearn.studies import load_report, write_report
 
 import localearn
@@ -41,10 +42,15 @@ def _arm(key: str, algo: str, options: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("study")
-    for key, (algo, options) in ARMS.items():
-        for seed in SEEDS:
-            localearn.fit(algo, "digits", arch="mlp:2x32", learner_options=options, epochs=2, batch_size=32, seed=seed,
-                          progress=False, out=root / "runs" / key / f"seed-{seed}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a shared 2-core machine
+    try:
+        for key, (algo, options) in ARMS.items():
+            for seed in SEEDS:
+                localearn.fit(algo, "digits", arch="mlp:2x32", learner_options=options, epochs=2, batch_size=32,
+                              seed=seed, progress=False, out=root / "runs" / key / f"seed-{seed}")
+    finally:
+        torch.set_num_threads(threads)
     # a diverged run keeps a (meaningless) accuracy of 0: it must be listed, never averaged in
     bad = root / "runs/digits/mono_forward/seed-2/run.json"
     run = json.loads(bad.read_text())
