@@ -89,6 +89,7 @@ def memory(summary: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> s
                label="CUDA max allocated (hatched)", color=[colour[k] for k in keys], hatch="//", alpha=0.6)
     ax.set_xticks(pos, keys, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="peak MiB (mean over seeds)", title="peak memory per arm")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
     ax2.barh(range(len(layers)), [m for _, m, _ in layers], color=[c for _, _, c in layers])

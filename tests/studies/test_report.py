@@ -153,10 +153,12 @@ def _fake_run(acc: float, seconds: float, joules: float | None, method: str = "n
     return {"status": "complete", "arch": "mlp:2x32", "stop_rule": {"metric": "val_loss"},
             "metrics": {"test_accuracy": acc, "val_accuracy": acc, "epochs": 4, "data_passes": 4,
                         "train_seconds": seconds, "peak_saved_activation_bytes": 1000, "peak_rss_bytes": 1,
-                        "cuda_peak_allocated_bytes": None, "energy": energy}}
+                        "cuda_peak_allocated_bytes": 4096 if joules else None, "energy": energy,
+                        "per_layer": {"layer0": {"peak_saved_activation_bytes": 1000}}},
+            "history": [{"global_epoch": e, "val_accuracy": acc} for e in (1, 2, 3, 4)]}
 
 
-def test_energy_ratio_carries_its_method_and_mixed_methods_give_none() -> None:
+def test_energy_ratio_carries_its_method_and_mixed_methods_give_none(tmp_path: Path) -> None:
     from localearn.studies.report import build_summary
     from localearn.studies.results import make_row
 
@@ -179,6 +181,14 @@ def test_energy_ratio_carries_its_method_and_mixed_methods_give_none() -> None:
     assert mf["delta_pp"] == pytest.approx(0.01) and mf["verdict"] == "EQUIVALENT"
     assert mfs["verdict"] == "DIFFERENT"  # 3.0-5.0 pp apart, still so after Holm over two contrasts
     assert mfs["energy_ratio"] is None and mfs["energy_method"] == ["nvml_energy_counter", "rapl"]
+    assert mf["cuda_peak_ratio"] == pytest.approx(1.0)
+    from localearn.studies.plots import write_plots
+
+    study["arms"] = {k: v for k, v in study["arms"].items() if k != "digits/mf_sum"}  # one meter: energy axis
+    kept = [r for r in rows if r["key"] != "digits/mf_sum"]
+    files, notes = write_plots(tmp_path, study, kept, build_summary(study, kept), None)
+    assert files == ["accuracy_vs_cost.png", "memory.png", "learning_curves.png"]
+    assert "no journal.log" in notes[0] and (tmp_path / "memory.png").stat().st_size > 10_000
 
 
 def test_too_few_pairs_gives_no_verdict() -> None:
