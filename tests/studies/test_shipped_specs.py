@@ -26,6 +26,9 @@ STUDY_KEYS = {"name", "dataset", "datasets", "data_dir", "dataset_options", "tri
 ARM_KEYS = {"algo", "name", "arch", "schedule", "options", "fixed", "search_space"}
 FIXED_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "momentum"}
 SPECS = sorted(Path(str(files("localearn.studies"))).glob("*.toml"))
+# (input shape, classes) per dataset, so that every arm and its backprop twin can be built without data
+SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
+          "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "cora": ((1433,), 7)}
 SHIPPED = {"mf_vs_bp_digits.toml", "local_learners_mnist.toml", "forward_gnn_planetoid.toml", "beyond_backprop.toml"}
 
 
@@ -63,6 +66,11 @@ def test_spec_uses_contract_keys_and_registered_learners(path: Path) -> None:
         if "arch" in arm:
             parse_arch(arm["arch"])
         check_options(arm["algo"], dict(arm.get("options", {})))
+        for ds in datasets:  # the arm and its same-trunk backprop twin build on this data
+            shape, classes = SHAPES[canonical_dataset(ds)]
+            cls(arch=arm.get("arch"), input_shape=shape, num_classes=classes, **arm.get("options", {}))
+            get_algorithm("backprop_gnn" if cls.supports_graphs else "backprop")(
+                arch=arm.get("arch"), input_shape=shape, num_classes=classes)
         fixed = arm.get("fixed", {})
         assert set(fixed) <= FIXED_KEYS
         TrainConfig(**fixed).validate()
