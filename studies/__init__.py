@@ -18,6 +18,7 @@ from localearn.studies.protocol import (
     trial_seed,
     verdict,
 )
+from localearn.studies.report import load_report, write_report
 
 
 def __getattr__(name: str) -> Any:
@@ -29,5 +30,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'localearn.studies' has no attribute {name!r}")
 
 
-__all__ = ["Verdict", "check_no_collisions", "holm", "paired_bootstrap_ci", "run_study", "sampler_seed",
-           "trial_seed", "verdict"]
+__all__ = ["Verdict", "check_no_collisions", "holm", "load_report", "paired_bootstrap_ci", "run_study",
+           "sampler_seed", "trial_seed", "verdict", "write_report"]

@@ -72,6 +72,16 @@ class CaFo(LocalLearner):
 
     dfa_epoch: Tensor
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Beyond-BP's CaFo space (STUDY_PROTOCOL §7.3), widened to three decades: predictor lr
+        (their [2e-4, 5e-3]) and wd [1e-7, 1e-4]; the DFA block lr (their [2e-5, 5e-4]) and wd,
+        which only ``blocks="dfa"`` uses."""
+        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-4, log=True),
+                "block_lr": trial.suggest_float("block_lr", 1e-6, 1e-3, log=True),
+                "block_weight_decay": trial.suggest_float("block_weight_decay", 1e-7, 1e-4, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

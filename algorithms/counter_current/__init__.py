@@ -121,6 +121,12 @@ class CounterCurrent(NetworkClip, LocalLearner):
     }
     steps: Tensor
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """CCL's plain SGD runs at lr 1.0 (the reference's MNIST setting): three decades up to 3."""
+        return {"lr": trial.suggest_float("lr", 3e-3, 3.0, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

@@ -155,6 +155,13 @@ class ForwardForward(LocalLearner):
                          patience=20),
     }
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Beyond-BP's revised FF space (STUDY_PROTOCOL §7.3): ff_lr [1e-5, 1e-2]; its ff_wd
+        [1e-4, 1e-3] widened to three decades around the recipe's 3e-4."""
+        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

@@ -100,6 +100,12 @@ class BackpropGNN(LocalLearner):
         **{name: _PYG_GCN for name in ("cora", "citeseer", "pubmed")},
     }
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """The same lr / wd ranges as ForwardGNN, its comparison partner on graphs."""
+        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

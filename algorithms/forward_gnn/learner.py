@@ -96,6 +96,13 @@ class ForwardGNN(LocalLearner):
                          arch="gcn:128x2", epochs=1000, patience=200, optimizer="adam", lr=1e-3, weight_decay=5e-4),
     }
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Graph learners like larger steps (PyG's Cora recipe: Adam 1e-2, wd 5e-4); SF's τ too."""
+        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
+                "tau": trial.suggest_float("tau", 0.1, 10.0, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

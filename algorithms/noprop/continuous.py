@@ -215,6 +215,12 @@ class _ContinuousNoProp(LocalLearner):
     }
     default_eta: ClassVar[float] = 1.0
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """lr and wd over three decades around the paper's CT table (Adam 1e-3, wd 1e-3)."""
+        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,

@@ -136,6 +136,14 @@ class NoPropDT(LocalLearner):
     b: Tensor
     c: Tensor
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """lr and wd over three decades around the paper's AdamW 1e-3 / 1e-3, and the L2 scale η
+        around its 0.1."""
+        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
+                "eta": trial.suggest_float("eta", 0.01, 1.0, log=True)}
+
     def __init__(
         self,
         arch: str | ArchSpec | None = None,
