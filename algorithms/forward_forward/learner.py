@@ -315,7 +315,7 @@ class ForwardForward(LocalLearner):
         :meth:`_first_layer_per_label`); False runs the C·B-row input through layer 1 as well.
         """
         b, c = x.shape[0], self.num_classes
-        if share_first:
+        if share_first and isinstance(self.ff_layers[0].linear, nn.Linear):  # not a user block
             h = self._first_layer_per_label(x)
         else:
             labels = torch.arange(c, device=x.device).repeat_interleave(b)
@@ -329,8 +329,8 @@ class ForwardForward(LocalLearner):
     def _first_layer_per_label(self, x: Tensor) -> Tensor:
         """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
         image part once (:func:`ops.first_layer_per_label`)."""
-        layer = self.ff_layers[0]
-        z = ops.first_layer_per_label(x, layer.linear.weight, layer.linear.bias, self.num_classes,
+        linear = cast(nn.Linear, self.ff_layers[0].linear)
+        z = ops.first_layer_per_label(x, linear.weight, linear.bias, self.num_classes,
                                       self.label_value)
         return z.clamp_(min=0)  # ReLU (the straight-through variant differs only backward)
 
