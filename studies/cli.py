@@ -68,12 +68,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        from localearn.studies.report import write_report
-    except ModuleNotFoundError as exc:
-        if exc.name != "localearn.studies.report":
-            raise
-        raise LocalearnError("this installation has no localearn.studies.report module") from None
+    from localearn.studies.report import write_report
+
     path = study_dir(args.study)
     write_report(path, storage=_storage(args))
     for name in ("report.md", "results.csv", "summary.json"):

@@ -9,7 +9,6 @@ Re-running an interrupted study resumes it: finished trials and final runs are n
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -193,20 +192,12 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
         bar.close()
     summary: dict[str, Any] = {}
     if report:
-        summary = _report(study_dir, storage)
+        from localearn.studies.report import write_report  # matplotlib, lazily
+
+        summary = write_report(study_dir, storage=storage)
     if progress:
         print("\n".join(["", *summary_lines(spec, runs), f"  study directory {study_dir}"]))
+    if report:  # where to look, even without the summary (--no-progress)
+        print(study_dir / "report.md")
     return summary or {"study_dir": str(study_dir), "runs": {k: list(v.values()) for k, v in runs.items()}}
 
-
-def _report(study_dir: Path, storage: str | None) -> dict[str, Any]:
-    """S2's report (report.md, results.csv, summary.json, PNGs), imported lazily."""
-    try:
-        from localearn.studies.report import write_report
-    except ModuleNotFoundError as exc:
-        if exc.name != "localearn.studies.report":
-            raise
-        print("note: localearn.studies.report is not installed; run `localearn study report` later",
-              file=sys.stderr)
-        return {}
-    return write_report(study_dir, storage=storage)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 
 from .sparsemax import sparsemax_loss
@@ -181,3 +182,16 @@ def solve_ridge(hth: Tensor, hty: Tensor, lam: float, n: int) -> Tensor:
             if float(resid) < 1e-6:
                 return x
     return torch.linalg.pinv(a, hermitian=True) @ hty
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise the one-line ConfigError ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def unit_norm_gaussian(rows: int, cols: int, seed: int | None) -> Tensor:
+    """A fixed DFA feedback matrix: N(0, 1) entries, each row scaled to unit L2 norm."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    b = torch.randn(rows, cols, generator=gen)
+    return b / b.norm(dim=1, keepdim=True)

@@ -15,30 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
-from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context
 from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
-from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, dfa_error
+from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, check, dfa_error, unit_norm_gaussian
 from .sparsemax import sparsemax
 
-BLOCK_MODES = ("rand", "dfa")
-AGGREGATES = ("prob", "logits")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def unit_norm_gaussian(rows: int, cols: int, seed: int | None) -> Tensor:
-    """A fixed DFA feedback matrix: N(0, 1) entries, each row scaled to unit L2 norm."""
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    b = torch.randn(rows, cols, generator=gen)
-    return b / b.norm(dim=1, keepdim=True)
+BLOCK_MODES, AGGREGATES = ("rand", "dfa"), ("prob", "logits")
 
 
 @register_algorithm
@@ -74,9 +60,7 @@ class CaFo(LocalLearner):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Beyond-BP's CaFo space (STUDY_PROTOCOL §7.3), widened to three decades: predictor lr
-        (their [2e-4, 5e-3]) and wd [1e-7, 1e-4]; the DFA block lr (their [2e-5, 5e-4]) and wd,
-        which only ``blocks="dfa"`` uses."""
+        """Beyond-BP's CaFo space (STUDY_PROTOCOL §7.3) widened to three decades; block lr/wd: DFA only."""
         return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
                 "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-4, log=True),
                 "block_lr": trial.suggest_float("block_lr", 1e-6, 1e-3, log=True),
@@ -101,37 +85,37 @@ class CaFo(LocalLearner):
         cache_max_gb: float = 4.0,
     ) -> None:
         super().__init__(arch, input_shape, num_classes, schedule)
-        _check(
+        check(
             blocks in BLOCK_MODES, f"blocks must be one of {', '.join(BLOCK_MODES)}; got {blocks!r}"
         )
-        _check(
+        check(
             predictor_loss in PREDICTOR_LOSSES,
             f"predictor_loss must be one of {', '.join(PREDICTOR_LOSSES)}; got {predictor_loss!r}",
         )
-        _check(
+        check(
             aggregate in AGGREGATES,
             f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}",
         )
-        _check(math.isfinite(lam) and lam >= 0, f"lam must be a finite number >= 0; got {lam!r}")
-        _check(
+        check(math.isfinite(lam) and lam >= 0, f"lam must be a finite number >= 0; got {lam!r}")
+        check(
             math.isfinite(fullbatch_lr) and fullbatch_lr > 0,
             f"fullbatch_lr must be > 0; got {fullbatch_lr!r}",
         )
-        _check(math.isfinite(block_lr) and block_lr > 0, f"block_lr must be > 0; got {block_lr!r}")
-        _check(
+        check(math.isfinite(block_lr) and block_lr > 0, f"block_lr must be > 0; got {block_lr!r}")
+        check(
             block_weight_decay is None or block_weight_decay >= 0,
             f"block_weight_decay must be >= 0 or None; got {block_weight_decay!r}",
         )
-        _check(
+        check(
             dfa_epochs is None or (isinstance(dfa_epochs, int) and dfa_epochs >= 1),
             f"dfa_epochs must be a positive integer or None; got {dfa_epochs!r}",
         )
-        _check(
+        check(
             dfa_epochs is None or blocks == "dfa",
             "dfa_epochs needs blocks='dfa' (random blocks are never trained)",
         )
-        _check(cache_max_gb >= 0, f"cache_max_gb must be >= 0; got {cache_max_gb!r}")
-        _check(not self.arch.is_graph, f"cafo needs a cnn: or mlp: architecture, got {self.arch}")
+        check(cache_max_gb >= 0, f"cache_max_gb must be >= 0; got {cache_max_gb!r}")
+        check(not self.arch.is_graph, f"cafo needs a cnn: or mlp: architecture, got {self.arch}")
         self.block_mode, self.predictor_loss, self.aggregate = blocks, predictor_loss, aggregate
         self.block_lr, self.block_weight_decay, self.dfa_epochs = (
             block_lr,

@@ -4,43 +4,40 @@ Kao & Hariharan, *Counter-Current Learning: A Biologically Plausible Dual Networ
 Deep Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). Equations
 and settings: ALGORITHMS.md §6.
 
-The forward network maps ``x`` to class scores ``o``; the feedback network maps the C class
-one-hots ``b_L = I_C`` (never the batch labels) down to the input width. Every map detaches its
-input. Pair ``(a_l, b_l)`` trains ``f_l`` and ``g_{l+1}``, pair ``(x, b_0)`` trains ``g_1`` and CE
-on ``o`` trains ``f_L``; each pair is one :class:`~.pairs.CounterCurrentPair` (a LocalLayer), so
-the backward of each pair runs and is freed on its own (pair-wise backward, §6.4.1).
+The forward network maps ``x`` to class scores ``o``; the feedback network maps the C class one-hots ``b_L =
+I_C`` (never the batch labels) down to the input width. Every map detaches its input. Pair ``(a_l, b_l)``
+trains ``f_l`` and ``g_{l+1}``, pair ``(x, b_0)`` trains ``g_1`` and CE on ``o`` trains ``f_L``; each pair is
+one :class:`~.pairs.CounterCurrentPair` (a LocalLayer), so the backward of each pair runs and is freed on its
+own (pair-wise backward, §6.4.1).
 
-Architectures: ``mlp:784-5x256`` (default) gives bias-free Linear pairs with ELU on both sides
-plus the output map to C that this learner adds. ``cnn:C1-...-CK`` here means K CCL conv pairs
-(ALGORITHMS §6.2), *not* localearn's usual conv/ReLU/pool/BN blocks: ``conv="stride"``
-conv3×3 stride 2 (the MNIST model), ``conv="pool"`` conv3×3 stride 1 + maxpool 2 (the CIFAR
-model), ``conv="auto"`` picks stride for 1-channel and pool for 3-channel input; the feedback side
-upsamples (nearest) then convolves. Then a bias-free Linear to C.
+Architectures: ``mlp:784-5x256`` (default) gives bias-free Linear pairs with ELU on both sides plus the output
+map to C that this learner adds. ``cnn:C1-...-CK`` here means K CCL conv pairs (ALGORITHMS §6.2), *not*
+localearn's usual conv/ReLU/pool/BN blocks: ``conv="stride"`` conv3×3 stride 2 (the MNIST model),
+``conv="pool"`` conv3×3 stride 1 + maxpool 2 (the CIFAR model), ``conv="auto"`` picks stride for 1-channel and
+pool for 3-channel input; the feedback side upsamples (nearest) then convolves. Then a bias-free Linear to C.
 
-``mode="autoencoder"`` makes the feedback network take the target image (``b_L = x``) and the
-forward network reconstruct it. With a ``cnn:`` spec it is the reference's conv autoencoder
-(:func:`~.pairs.build_cnn_ae_pairs`, pair loss :func:`~.losses.map_pair_loss`). With an ``mlp:``
-spec it is a small MLP stand-in for it that keeps that model's initialisation
-(``init="reference"``, the default in this mode: orthogonal weights, both decoder halves × 1e-3,
-the two image-emitting maps zero) and its BatchNorm (no affine) before every hidden ELU. Its pair
-loss is the MSE plus ``s_ssl`` × the decorrelation of each side (the CNN loss's anti-collapse term,
-in place of the conv model's per-channel centred-map MSE, which has no meaning without channels).
-It is an ordinary Trainer run (``localearn train --algo ccl --task autoencoder``): the trainer's
-``autoencoder`` task scores :meth:`CounterCurrent.reconstruct` by its MSE to the input, for
+``mode="autoencoder"`` makes the feedback network take the target image (``b_L = x``) and the forward network
+reconstruct it. With a ``cnn:`` spec it is the reference's conv autoencoder
+(:func:`~.pairs.build_cnn_ae_pairs`, pair loss :func:`~.losses.map_pair_loss`). With an ``mlp:`` spec it is a
+small MLP stand-in for it that keeps that model's initialisation (``init="reference"``, the default in this
+mode: orthogonal weights, both decoder halves × 1e-3, the two image-emitting maps zero) and its BatchNorm (no
+affine) before every hidden ELU. Its pair loss is the MSE plus ``s_ssl`` × the decorrelation of each side (the
+CNN loss's anti-collapse term, in place of the conv model's per-channel centred-map MSE, which has no meaning
+without channels). It is an ordinary Trainer run (``localearn train --algo ccl --task autoencoder``): the
+trainer's ``autoencoder`` task scores :meth:`CounterCurrent.reconstruct` by its MSE to the input, for
 validation (the stopping rule and best-state restore), the test metric and checkpoints.
 
-Gradient clipping is the reference's by default (``clip_scope="network"``, :mod:`.clip`): one
-norm over each whole network side, applied after pair-wise backward through parked gradients, so
-the updates equal the released ones exactly (tested); the shared coefficient couples the pairs,
-so this learner is not block-local (``coupling``). ``clip_scope="pair"`` clips each pair alone.
+Gradient clipping is the reference's by default (``clip_scope="network"``, :mod:`.clip`): one norm over each
+whole network side, applied after pair-wise backward through parked gradients, so the updates equal the
+released ones exactly (tested); the shared coefficient couples the pairs, so this learner is not block-local
+(``coupling``). ``clip_scope="pair"`` clips each pair alone.
 
 Deviations from the reference, all documented in the README section:
 
-* The feedback chain runs once per batch without grad to give each pair its input ``b_{l+1}``;
-  each pair then re-applies its own ``g_{l+1}`` with grad (C extra rows per layer).
-* ``filter_target`` needs ``o`` before the pairs run, so it costs one extra no-grad forward pass.
-* No cosine lr schedule (the trainer has none); the loss warm-up (``warmup_steps``) is kept.
-* SGD momentum is the learner option ``momentum`` (reference 0), overriding the trainer's.
+* The feedback chain runs once, no-grad, per batch to give each pair ``b_{l+1}``; each pair re-applies ``g_{l+1}``
+  with grad (C extra rows per layer).
+* ``filter_target`` costs one extra no-grad forward pass (it needs ``o`` before the pairs run).
+* No cosine lr schedule (the loss warm-up is kept); SGD momentum is the option ``momentum`` (reference 0).
 """
 
 from __future__ import annotations
@@ -115,10 +112,9 @@ class CounterCurrent(NetworkClip, LocalLearner):
     default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
-    recipes: ClassVar[dict[str, Recipe]] = {  # the released MLP yaml (the default arch is an MLP)
-        "images": recipe("ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, "
-                         "100 epochs)", optimizer="sgd", lr=1.0, weight_decay=0.0, batch_size=256, epochs=100),
-    }
+    recipes: ClassVar[dict[str, Recipe]] = {"images": recipe(  # the released MLP yaml (the default arch)
+        "ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, 100 epochs)",
+        optimizer="sgd", lr=1.0, weight_decay=0.0, batch_size=256, epochs=100)}
     steps: Tensor
 
     @classmethod

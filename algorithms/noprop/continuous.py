@@ -65,40 +65,11 @@ from localearn.learner import LocalLearner
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
-from .common import check_choice, class_medoids, conv_stack, make_embedding
+from .common import MonotoneGamma, check_choice, class_medoids, conv_stack, make_embedding, sinusoidal
 
 SOLVERS = ("euler", "heun")
 WEIGHTINGS = ("logsnr", "snr")
 GAMMA_0, GAMMA_1 = -7.0, 7.0
-
-
-def sinusoidal(t: Tensor, dim: int) -> Tensor:
-    """Transformer-style positional embedding of times t ∈ [0, 1] (scaled to 0..1000)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
-    angles = 1000.0 * t[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
-class MonotoneGamma(nn.Module):
-    """γ̄(t): increasing in t, γ̄(0) = 0 and γ̄(1) = 1 (positive weights through softplus)."""
-
-    def __init__(self, hidden: int = 64) -> None:
-        super().__init__()
-        self.w1 = nn.Parameter(torch.zeros(1))
-        self.b1 = nn.Parameter(torch.zeros(1))
-        self.w2 = nn.Parameter(torch.randn(hidden) * 0.5)
-        self.b2 = nn.Parameter(torch.randn(hidden) * 0.5)
-        self.w3 = nn.Parameter(torch.zeros(hidden))
-
-    def _raw(self, t: Tensor) -> Tensor:
-        y1 = F.softplus(self.w1) * t + self.b1
-        h = torch.sigmoid(y1[:, None] * F.softplus(self.w2) + self.b2)
-        return y1 + h @ F.softplus(self.w3)
-
-    def forward(self, t: Tensor) -> Tensor:
-        ends = self._raw(torch.tensor([0.0, 1.0], device=t.device, dtype=t.dtype))
-        return (self._raw(t) - ends[0]) / (ends[1] - ends[0])
 
 
 class TimeConditionedNet(LocalLayer):

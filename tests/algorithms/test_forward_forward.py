@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from localearn.algorithms.forward_forward import ForwardForward, ops
-from localearn.algorithms.forward_forward import learner as ff_learner_module
+from localearn.algorithms.forward_forward import layers as ff_learner_module
 
 import localearn
 from localearn.errors import ConfigError
