@@ -130,6 +130,8 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
     spec = spec_or_path if isinstance(spec_or_path, StudySpec) else load_spec(spec_or_path)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if heartbeat_interval < 1:
+        raise ConfigError(f"--heartbeat must be >= 1 second, got {heartbeat_interval}")
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
         raise ConfigError("sqlite storage is for one worker; use the default journal file or PostgreSQL "
                           "(postgresql+psycopg://...) for --workers > 1")

@@ -139,3 +139,15 @@ def test_sqlite_is_refused_for_several_workers(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="sqlite storage is for one worker"):
         run_study(write_spec(tmp_path), storage=f"sqlite:///{tmp_path}/s.db", workers=2, out=tmp_path / "o")
+
+
+def test_bad_worker_count_and_heartbeat_are_refused_before_any_work(tmp_path: Path) -> None:
+    from localearn.studies.runner import run_study
+
+    from localearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--workers must be >= 1, got 0"):
+        run_study(write_spec(tmp_path), workers=0, out=tmp_path / "o")
+    with pytest.raises(ConfigError, match="--heartbeat must be >= 1 second, got -1"):
+        run_study(write_spec(tmp_path), heartbeat_interval=-1, out=tmp_path / "o")
+    assert not (tmp_path / "o" / "journal.log").exists()
