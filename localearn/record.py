@@ -44,7 +44,8 @@ def per_layer(trainer: Trainer, layer_acc: dict[str, float] | None) -> dict[str,
     for layer in trainer.learner.local_layers:
         entry: dict[str, Any] = {
             "parameters": sum(p.numel() for p in layer.parameters()),
-            "peak_saved_activation_bytes": trainer.saved.per_layer.get(layer.layer_name, 0),
+            "peak_saved_activation_bytes": (trainer.saved.per_layer.get(layer.layer_name, 0)
+                                            if trainer.config.measure_memory else None),
         }
         if layer_acc and layer.layer_name in layer_acc:
             entry["test_accuracy"] = layer_acc[layer.layer_name]
@@ -72,7 +73,7 @@ def run_record(trainer: Trainer, status: str, test: dict[str, float] | None = No
         "steps": st.steps,
         "data_passes": sum(u["data_passes"] for u in st.units) + st.epoch_in_stage,
         "epochs": st.global_epoch,
-        "peak_saved_activation_bytes": trainer.saved.peak_bytes,
+        "peak_saved_activation_bytes": trainer.saved.peak_bytes if trainer.config.measure_memory else None,
         "peak_rss_bytes": max(peak_rss_bytes(), trainer.resumed_rss),
         # Training peak: the highest unit peak (the live counter was reset at each unit start
         # and now also holds the test pass); the live counter only before any unit finished.

@@ -17,6 +17,7 @@ only (:mod:`localearn.windows`); ``validate``, ``checkpoint`` and ``test`` are m
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -164,7 +165,8 @@ class Trainer:
         layers = [self.learner.local_layers[i] for i in stage.layers]
         epoch = st.epoch_in_stage + 1
         losses: list[float] = []
-        with metered_steps(self.data.train_batches(cfg.batch_size, gen), self.meter, self.saved,
+        saved = self.saved if cfg.measure_memory else contextlib.nullcontext()  # tuning trials skip the hooks
+        with metered_steps(self.data.train_batches(cfg.batch_size, gen), self.meter, saved,
                            lambda: st.steps, cfg.warmup_steps, self.device) as batches:
             for batch in batches:
                 logs = self.learner.train_step(to_device(batch, self.device), stage)

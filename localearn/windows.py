@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from localearn.measure import PhaseMeter, SavedTensorMeter
+from localearn.measure import PhaseMeter
 
 
 def reset_cuda_peak(device: torch.device) -> None:
@@ -30,15 +30,16 @@ def reset_cuda_peak(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def metered_steps(
-    batches: Iterable[Any], meter: PhaseMeter, saved: SavedTensorMeter, steps_done: Callable[[], int],
-    warmup_steps: int, device: torch.device,
+    batches: Iterable[Any], meter: PhaseMeter, saved: contextlib.AbstractContextManager[Any],
+    steps_done: Callable[[], int], warmup_steps: int, device: torch.device,
 ) -> Iterator[Iterator[Any]]:
     """Yield an iterator over ``batches`` whose consumption is metered in warm-up/train windows.
 
     The caller runs one optimizer step per batch it takes and advances ``steps_done()`` before
     asking for the next batch; the window switches from ``warmup`` to ``train`` exactly when
     ``steps_done()`` reaches ``warmup_steps``. Leaving the ``with`` block (normally or by an
-    exception, e.g. a diverged step) closes the open window.
+    exception, e.g. a diverged step) closes the open window. ``saved`` (the saved-tensor meter, or
+    a null context when memory is not measured) is entered around every window.
     """
     def gen() -> Generator[Any, None, None]:
         it = iter(batches)

@@ -37,3 +37,15 @@ def test_a_storage_saved_twice_counts_once() -> None:
         y = x * x  # saves x twice (self and other)
         assert m.current_bytes == 8 * 8 * 4
         y.sum().backward()
+
+
+def test_measure_memory_false_installs_no_saved_tensor_hooks() -> None:
+    """Tuning trials switch the meter off: no hooks on the hot path, and no figure is reported."""
+    import localearn
+
+    kw = {"arch": "mlp:1x32", "epochs": 1, "seed": 0, "progress": False}
+    on = localearn.fit("mono_forward", "digits", **kw)["metrics"]
+    off = localearn.fit("mono_forward", "digits", measure_memory=False, **kw)["metrics"]
+    assert on["peak_saved_activation_bytes"] > 0
+    assert off["peak_saved_activation_bytes"] is None
+    assert off["test_accuracy"] == on["test_accuracy"]  # the meter only watches
