@@ -80,7 +80,8 @@ def test_two_workers_one_sigkilled_mid_trial_exact_budget(tmp_path: Path) -> Non
     retried = [t for ts in trials.values() for t in ts if t.system_attrs.get("failed_trial") is not None]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].user_attrs["slot"] == killed[0].user_attrs["slot"]
-    assert not killed[0].params or retried[0].params == killed[0].params  # killed after drawing: same config
+    # The retry keeps every value the killed trial had drawn (it may have died between two draws).
+    assert killed[0].params.items() <= retried[0].params.items()
 
     # Resume on one machine: no trial is repeated, the final runs are made, the password stays out.
     c = localearn_cli("study", "run", str(spec), "--storage", url, "--out", str(tmp_path / "a"), "--heartbeat", "1")
