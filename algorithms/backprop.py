@@ -60,6 +60,7 @@ class Backprop(LocalLearner):
     schedules = ("joint",)
     block_local = False  # one global loss: the baseline, not a local learner
     coupling = "one global loss: the whole network is one layer trained end to end by backprop"
+    pipeline_refusal = "its gradient crosses every layer, so no layer group trains on its own (use --parallel ddp)"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
     # Beyond-BP's BP arm: AdamW, batch 128, lr / wd selected per dataset (original protocol,
     # MLP 2×1000 on MNIST / F-MNIST, 3×2000 on CIFAR); other datasets keep the AdamW default.

@@ -162,6 +162,24 @@ class MonoForward(LocalLearner):
             h = self.layers[i](h)
         return self._mf_layers[stage.layers[0]].goodness(h)
 
+    # --------------------------------------------------------- pipeline (localearn.distributed)
+    pipeline_refusal = ""  # a layer needs its input and the labels, nothing from later layers
+
+    def pipeline_eval_input(self, x: Tensor) -> Tensor:
+        """What rank 0 feeds the first layer when scoring: the image itself."""
+        return x
+
+    def pipeline_score(self, i: int, h: Tensor, rows: int) -> Tensor:
+        """Layer i's class scores ``G_i`` from its output."""
+        return self._mf_layers[i].goodness(h)
+
+    def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
+        """The layers whose ``G_i`` sum to the scores of ``stage`` (None: the prediction)."""
+        if stage is not None and len(stage.layers) == 1:
+            return stage.layers
+        n = len(self.layers)
+        return (n - 1,) if self.prediction == "last" else tuple(range(int(self.input_head), n))
+
     def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
         names = [layer.layer_name for layer in self._mf_layers]
         names = names[1:] if self.input_head else names

@@ -24,6 +24,7 @@ import torch
 from localearn.errors import LocalearnError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.prev.pt"
 RUN_NAME = "run.json"
 FORMAT = 1
 
@@ -54,11 +55,16 @@ def plain(obj: Any) -> Any:
     return str(obj)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = False) -> None:
     """Write ``state`` (tensors allowed) atomically with ``torch.save``; ``run``, ``config`` and
-    ``trainer`` entries are made plain (see :func:`plain`)."""
+    ``trainer`` entries are made plain (see :func:`plain`). ``keep_previous`` keeps the file it
+    replaces as ``checkpoint.prev.pt`` (distributed ranks resume from a checkpoint all have)."""
     state = {k: plain(v) if k in ("run", "config", "trainer", "meters") else v for k, v in state.items()}
-    _atomic_write(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+    path = Path(path)
+    if keep_previous and path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, path.with_name(PREVIOUS_NAME))
+    _atomic_write(path, lambda fh: torch.save({"format": FORMAT, **state}, fh))
 
 
 def _unsafe_reason(exc: BaseException) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kernels", choices=["auto", "torch", "triton"], default="auto",
                    help="fused FF/MF layer ops: auto = Triton on CUDA, torch elsewhere (localearn.kernels)")
     t.add_argument("--compile", action="store_true", help="torch.compile each layer's local step")
+    t.add_argument("--parallel", choices=["none", "pipeline", "ddp"], default="none",
+                   help="train across torchrun processes: layer groups per rank, or data parallel")
+    t.add_argument("--split", default=None, help="pipeline layers per rank, e.g. 2,2 (default: balanced)")
+    t.add_argument("--pipeline-depth", type=int, default=2, help="batches in flight per pipeline link")
+    t.add_argument("--dist-timeout", type=float, default=120.0,
+                   help="seconds to wait for a peer rank before the job fails")
     t.add_argument("--data-dir", default=None, help="dataset folder (default $LOCALEARN_DATA_DIR or ./data)")
     t.add_argument("--download", action="store_true", help="download a missing dataset")
     t.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
@@ -145,11 +152,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.algo = args.algo or "mono_forward"
         if args.dataset is None:  # the bundled default of the learner's kind
             args.dataset = "karate" if get_algorithm(args.algo).supports_graphs else "digits"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    from localearn.distributed import env_rank, rank_dir, restarted
+
+    # Every rank of a torchrun job must name the same directory: the launcher's run id, not a clock.
+    stamp = os.environ.get("TORCHELASTIC_RUN_ID") or time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{args.algo}-{args.dataset}-{stamp}"
     if args.resume and not args.out:
         raise LocalearnError("--resume needs --out DIR naming the run to continue")
-    if not args.resume and (out / "checkpoint.pt").exists():
+    held = rank_dir(out, args.parallel) / "checkpoint.pt"
+    if args.parallel != "none" and restarted() and held.parent.is_dir():
+        args.resume = True  # torchrun --max-restarts relaunched the job: continue from the checkpoints
+    if not args.resume and held.exists():
         raise LocalearnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     probes: list[Any] = []
     if args.energy or args.country is not None:
@@ -166,13 +179,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             stop_metric=args.stop_metric, restore_best=not args.no_restore, seed=args.seed,
             device=args.device, progress=not args.no_progress, probes=probes, given_by="cli",
             prefix_cache_gb=args.prefix_cache_gb,
-            kernels=args.kernels, compile=args.compile,
+            kernels=args.kernels, compile=args.compile, parallel=args.parallel, split=args.split,
+            pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"
               f"  localearn train --out {out} --resume", file=sys.stderr)
         return 130
-    print(json.dumps(result, indent=2, default=str) if args.json else _summary(result, out))
+    if env_rank() == 0:  # one summary per job
+        print(json.dumps(result, indent=2, default=str) if args.json else _summary(result, out))
     if result["status"] == "diverged":
         from localearn.outcome import EXIT_DIVERGED
 

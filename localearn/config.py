@@ -43,6 +43,11 @@ class TrainConfig:
         kernels: ``auto`` | ``torch`` | ``triton``, the fused-layer implementation (localearn.kernels).
         compile: run each layer's local step through ``torch.compile``.
         evaluate_test: evaluate the test split at the end; tuning trials set False (Rule 4).
+        parallel: ``none`` | ``pipeline`` | ``ddp``, training across ``torchrun`` processes
+            (:mod:`localearn.distributed`).
+        split: pipeline layers per rank (``"2,2"``); None balances parameter counts.
+        pipeline_depth: training messages in flight per pipeline link (bounded send buffers).
+        dist_timeout: seconds a collective or receive may wait for a peer before the job fails.
     """
 
     epochs: int = 20
@@ -64,6 +69,10 @@ class TrainConfig:
     kernels: str = "auto"
     compile: bool = False
     evaluate_test: bool = True
+    parallel: str = "none"
+    split: str | None = None
+    pipeline_depth: int = 2
+    dist_timeout: float = 120.0
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""
@@ -78,6 +87,10 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if not (self.prefix_cache_gb >= 0 and math.isfinite(self.prefix_cache_gb)):
             raise ConfigError(f"prefix_cache_gb must be >= 0, got {self.prefix_cache_gb}")
+        if self.parallel not in ("none", "pipeline", "ddp"):
+            raise ConfigError(f"parallel must be none, pipeline or ddp, got {self.parallel!r}")
+        if int(self.pipeline_depth) < 1 or not self.dist_timeout > 0:
+            raise ConfigError("pipeline_depth must be >= 1 and dist_timeout > 0")
         if self.stop_metric not in (None, "val_loss", "val_acc"):
             raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
 

@@ -8,6 +8,7 @@ call a fused kernel); they never override ``train_step``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, final
 
@@ -53,6 +54,9 @@ class LocalLayer(nn.Module):
 
     optimizer: torch.optim.Optimizer | None
     layer_name: str
+    # Set by data-parallel training (localearn.distributed.ddp): averages this layer's gradient
+    # across ranks between its backward and its step. None in one process.
+    grad_sync: Callable[[nn.Module], None] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,6 +102,8 @@ class LocalLayer(nn.Module):
         with layer_scope(self.layer_name):
             h, loss = self.forward_loss(x, ctx)
             loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return h.detach(), loss.detach()

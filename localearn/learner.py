@@ -53,6 +53,7 @@ class LocalLearner(nn.Module):
             schedules: the schedules this learner supports.
         stop_metric: ``val_loss`` (CE of the unit's scores, the protocol default) or ``val_acc``
             for learners whose own loss is no model-selection signal.
+        pipeline_refusal, ddp_refusal: why a parallel mode cannot run the learner ("" : it can).
         block_local: whether every layer's update is computed from its own local loss alone
             (checked by the conformance suite); False for the backprop baselines, learners local
             in time only (NoProp-CT/FM) and updates coupled across layers (CCL's network clip).
@@ -78,6 +79,10 @@ class LocalLearner(nn.Module):
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     # Reference recipes per data family / architecture kind / dataset (localearn.recipes).
     recipes: ClassVar[dict[str, Recipe]] = {}
+    # Why ``--parallel pipeline`` / ``ddp`` cannot run this learner ("" : it can). A pipelined
+    # learner also gives pipeline_eval_input, pipeline_score and pipeline_votes (localearn.distributed).
+    pipeline_refusal: str = "it does not declare how its prediction splits across layer groups"
+    ddp_refusal: str = ""
 
     layers: nn.ModuleList
 
@@ -176,22 +181,28 @@ class LocalLearner(nn.Module):
         """
         ctx = self.make_context(batch)
         h = ctx.inputs if ctx.inputs is not None else self.split_batch(batch)[0]
-        losses: dict[str, float] = {}
-        last = max(stage.layers, default=-1)
         start = self._cached_prefix(h, ctx, stage)
         if start:
             h = cast(FeatureCache, self.prefix_cache).lookup(h, self._prefix_token(start, h), self._prefix(start, ctx))
-        for i, layer in enumerate(self.local_layers[: last + 1]):
-            if i < start:
-                continue
+        _, losses = self.chain(h, ctx, stage, range(start, max(stage.layers, default=-1) + 1))
+        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
+        return losses
+
+    def chain(self, h: Any, ctx: Context, stage: Stage, layers: range) -> tuple[Any, dict[str, float]]:
+        """Layers ``layers`` of the chain on ``h``: those of ``stage`` step, the others run frozen
+        under no-grad. Returns the last output and the per-layer losses. A pipeline rank runs its
+        own contiguous slice of the same chain (:mod:`localearn.distributed.pipeline`)."""
+        losses: dict[str, float] = {}
+        own = self.local_layers
+        for i in layers:
+            layer = own[i]
             if i in stage.layers:
                 h, loss = layer.train_step(h, ctx)
                 losses[f"loss/{layer.layer_name}"] = float(loss)
             else:
                 with torch.no_grad():
                     h = layer.infer(h, ctx)
-        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
-        return losses
+        return h, losses
 
     def _cached_prefix(self, x: Any, ctx: Context, stage: Stage) -> int:
         """How many frozen leading layers the prefix cache may serve (0: none). Only for a batch's

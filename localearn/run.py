@@ -107,7 +107,7 @@ def fit(
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR naming the run to continue")
-        ckpt_path = Path(out) / CHECKPOINT_NAME
+        ckpt_path = _resume_file(Path(out))
         if not ckpt_path.is_file():
             raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = load_checkpoint(ckpt_path)
@@ -161,8 +161,19 @@ def fit(
     }
     trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
     if resume:
-        trainer.resume(Path(out) / CHECKPOINT_NAME)  # type: ignore[arg-type]
+        trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
     return trainer.fit()
+
+
+def _resume_file(out: Path) -> Path:
+    """The checkpoint this process continues: ``out/checkpoint.pt``, or this rank's under torchrun
+    (its previous one if a kill came between moving it aside and writing the next)."""
+    from localearn.checkpoint import PREVIOUS_NAME
+    from localearn.distributed import env_rank, launched
+
+    folder = out / f"rank{env_rank()}" if launched() and (out / f"rank{env_rank()}").is_dir() else out
+    latest = folder / CHECKPOINT_NAME
+    return latest if latest.is_file() or not (folder / PREVIOUS_NAME).is_file() else folder / PREVIOUS_NAME
 
 
 def load_run(

@@ -32,6 +32,7 @@ from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, sav
 from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
 from localearn.data.adapters import as_bundle
 from localearn.data.base import DataBundle
+from localearn.distributed import make_parallel
 from localearn.errors import ConfigError, LocalearnError
 from localearn.feature_cache import FeatureCache
 from localearn.kernels import configure_layers
@@ -117,7 +118,9 @@ class Trainer:
                 f"but dataset {data.name!r} is {data.kind} data"
             )
         self.task = get_task(learner.task)
-        self.device = resolve_device(self.config.device)
+        # One process, or this rank of a torchrun job (localearn.distributed: pipeline or DDP).
+        self.par, self.device = make_parallel(self.config, resolve_device(self.config.device))
+        self.config.progress = self.config.progress and self.par.is_main
         self.learner = learner.to(self.device)
         configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
         self.data = data
@@ -129,6 +132,7 @@ class Trainer:
         self.optim_settings, factory = resolve_optimizer(self.config, learner.default_optimizer)
         self.optimizers = learner.configure_optimizers(factory)
         self.stages = learner.stages()
+        self.par.setup(self)  # a pipeline rank drops other ranks' layers; DDP hooks gradients
         if self.config.prefix_cache_gb > 0:
             learner.prefix_cache = FeatureCache(int(self.config.prefix_cache_gb * 2**30))
         self.state = _State()
@@ -140,10 +144,15 @@ class Trainer:
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:
         """Loss and the task's metric on ``split`` of the whole model (``stage=None``) or a unit."""
+        through = self.par.evaluate(self, split, stage)  # a pipeline scores through its ranks
+        if through is not None:
+            return through
         return self.task.evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
 
     def evaluate_layers(self, split: str) -> dict[str, float]:
-        """Each layer's own accuracy, for learners that expose per-layer scores."""
+        """Each layer's own accuracy, for learners that expose per-layer scores (one process)."""
+        if self.par.mode == "pipeline":
+            return {}
         return layer_accuracies(self.learner, self.data, split, 2 * self.config.batch_size, self.device)
 
     # ----------------------------------------------------------------------------- training
@@ -166,10 +175,10 @@ class Trainer:
         epoch = st.epoch_in_stage + 1
         losses: list[float] = []
         saved = self.saved if cfg.measure_memory else contextlib.nullcontext()  # tuning trials skip the hooks
-        with metered_steps(self.data.train_batches(cfg.batch_size, gen), self.meter, saved,
-                           lambda: st.steps, cfg.warmup_steps, self.device) as batches:
+        mine = self.par.batches(self.data.train_batches(cfg.batch_size, gen), stage)  # a rank's share
+        with metered_steps(mine, self.meter, saved, lambda: st.steps, cfg.warmup_steps, self.device) as batches:
             for batch in batches:
-                logs = self.learner.train_step(to_device(batch, self.device), stage)
+                logs = self.par.step(self.learner, to_device(batch, self.device), stage)
                 st.steps += 1
                 st.samples += _batch_size(batch)
                 # train_step returns Python floats, so this check costs no device sync.
@@ -179,6 +188,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_batch_end(self, stage, logs)
         outcome.check_parameters(layers, stage.name, epoch, st.steps)  # once per epoch
+        self.par.end_epoch(self)
         return sum(losses) / max(len(losses), 1)
 
     def _run_stage(self, stage: Stage) -> None:
@@ -280,12 +290,13 @@ class Trainer:
                                "peak_rss_bytes": peak_rss_bytes(), "cuda_peaks": self.cuda_peaks},
                     "complete": self.state.stage_index >= len(self.stages) and self.state.diverged is None,
                 },
-                self.out_dir / CHECKPOINT_NAME,
+                self.par.checkpoint_dir(self.out_dir) / CHECKPOINT_NAME,
+                keep_previous=self.par.mode != "none",  # ranks agree on a common one at resume
             )
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by this trainer and continue from its last epoch."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(self.par.agree_checkpoint(Path(path)), map_location=self.device)
         try:
             self.learner.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -326,17 +337,23 @@ class Trainer:
                 classify = self.task.name == "classification" and self.config.evaluate_test
                 layer_acc = self.evaluate_layers("test") if classify else {}
             result = run_record(self, "complete", test, val, layer_acc)
+        spread = self.par.summary(self)  # per-rank time, bytes sent, waiting (a collective)
+        if spread is not None:
+            result["distributed"] = spread
         self._write_run(result)
+        self.par.close()
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
 
     def _write_run(self, result: dict[str, Any]) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.par.is_main:
             write_json(result, self.out_dir / RUN_NAME)
 
 
 def _batch_size(batch: Any) -> int:
+    if hasattr(batch, "rows"):  # a pipeline rank's received batch
+        return int(batch.rows)
     if isinstance(batch, (tuple, list)) and hasattr(batch[-1], "shape"):
         return int(batch[-1].shape[0])
     return int(getattr(batch, "num_nodes", 1))

@@ -117,6 +117,12 @@ class CaFo(LocalLearner):
         check(cache_max_gb >= 0, f"cache_max_gb must be >= 0; got {cache_max_gb!r}")
         check(not self.arch.is_graph, f"cafo needs a cnn: or mlp: architecture, got {self.arch}")
         self.block_mode, self.predictor_loss, self.aggregate = blocks, predictor_loss, aggregate
+        self.pipeline_refusal = (
+            "CaFo-DFA's blocks learn from the error at the output of the whole stack" if blocks == "dfa" else
+            "not implemented yet: the predictors train one unit at a time on cached block features (issue #13)")
+        if predictor_loss not in GRADIENT_LOSSES:  # closed-form / full-batch sums bypass train_step
+            self.ddp_refusal = (f"predictor_loss={predictor_loss} accumulates its sums outside LocalLayer.train_step; "
+                                "use predictor_loss=ce or sparsemax")
         self.block_lr, self.block_weight_decay, self.dfa_epochs = (
             block_lr,
             block_weight_decay,

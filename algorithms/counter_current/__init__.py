@@ -109,6 +109,8 @@ class CounterCurrent(NetworkClip, LocalLearner):
     block_local = False  # with the default clip_scope="network"; "pair" makes an instance block-local
     coupling = ("network-wide gradient clip (clip_scope='network', as released): one norm over all pairs "
                 "of each network side scales every pair's update; clip_scope='pair' removes it")
+    pipeline_refusal = ("each forward layer learns from the feedback network, which runs from the output "
+                        "back to it, and the network-wide clip couples every layer's step")
     default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}

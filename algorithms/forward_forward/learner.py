@@ -107,6 +107,10 @@ class ForwardForward(LocalLearner):
             feat = sum(self.arch.widths[i] for i in self.read_layers)
             self.classifier = FFClassifier(feat, num_classes)
         self._epoch: tuple[int, int] | None = None
+        self.pipeline_refusal = (  # what a layer would need from layers after it
+            "collaborative FF trains every layer on the goodness summed over all layers" if self.collab != "none"
+            else "hard negatives are chosen by every layer's goodness" if self.negatives == "hard"
+            else "the linear classifier reads every layer's activity" if self.classifier is not None else "")
 
     @property
     def ff_layers(self) -> list[FFLayer]:
@@ -250,6 +254,23 @@ class ForwardForward(LocalLearner):
             return self.predict(x)
         last = max(stage.layers)  # a greedy unit: the goodness of the layers trained so far
         return self._per_label(x, tuple(range(1, last + 1)) if last > 0 else (0,))
+
+    # --------------------------------------------------------- pipeline (localearn.distributed)
+    def pipeline_eval_input(self, x: Tensor) -> Tensor:
+        """The C·B label-embedded rows (label-major) that per-label scoring runs through the net."""
+        labels = torch.arange(self.num_classes, device=x.device).repeat_interleave(x.shape[0])
+        return self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels)
+
+    def pipeline_score(self, i: int, h: Tensor, rows: int) -> Tensor:
+        """Layer i's goodness per (row, label), ``(B, C)``."""
+        return ops.goodness(h, self.goodness_mode).view(-1, rows).t()
+
+    def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
+        """The layers whose goodness sums to the scores of ``stage`` (as :meth:`unit_scores`)."""
+        if stage is None or self.schedule_mode == "joint" or not stage.layers:
+            return self.vote_layers
+        last = max(stage.layers)
+        return tuple(range(1, last + 1)) if last > 0 else (0,)
 
     def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
         """Each layer's own per-label goodness (empty when no label is embedded)."""

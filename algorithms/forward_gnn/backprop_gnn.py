@@ -87,6 +87,7 @@ class BackpropGNN(LocalLearner):
     supports_graphs = True
     block_local = False  # one global loss: the baseline, not a local learner
     coupling = "one global loss: the whole GNN is one layer trained end to end by backprop"
+    pipeline_refusal = "its gradient crosses every layer (use --parallel ddp)"
     schedules = ("joint",)
     default_arch = "gcn:128x2"
     test_arch = "gcn:16x2"

@@ -80,6 +80,7 @@ class ForwardGNN(LocalLearner):
     """
 
     name = "forward_gnn"
+    pipeline_refusal = "not implemented yet: every rank would need the graph and its virtual nodes (issue #13)"
     aliases = ("fgnn",)
     paper = "Park et al., Forward Learning of Graph Neural Networks, ICLR 2024, arXiv 2403.11004"
     supports_graphs = True

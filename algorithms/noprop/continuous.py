@@ -172,6 +172,7 @@ class _ContinuousNoProp(LocalLearner):
     variant: ClassVar[str] = ""
     block_local = False
     coupling = "one time-conditioned network: local in time only, not across blocks"
+    pipeline_refusal = "one time-conditioned network is shared by every step: there are no layer groups to place"
     schedules = ("joint",)
     default_arch = "cnn:32-64-128"
     test_arch = "cnn:8-16"

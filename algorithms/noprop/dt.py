@@ -116,6 +116,8 @@ class NoPropDT(LocalLearner):
     """
 
     name = "noprop"
+    pipeline_refusal = ("not implemented yet: each NoProp-DT block reads the image and its own noisy label, "
+                        "not the previous block's output, so a rank needs a different message (issue #13)")
     aliases = ("noprop_dt",)
     paper = "Li, Teh & Pascanu, NoProp, arXiv 2503.24322 (NoProp-DT)"
     schedule = "joint"

@@ -1,0 +1,173 @@
+"""The layer pipeline: each rank trains a contiguous group of layers on activations it receives.
+
+Rank 0 loads the batch and builds the layer context (``learner.make_context``: labels, FF's
+negatives); every rank runs its slice of the learner's own chain (``LocalLearner.chain``: the
+stage's layers step through ``LocalLayer.train_step``, frozen ones run under no-grad) and sends
+its detached output, the labels and the context's tensors to the next rank (:mod:`.transport`).
+A layer's output on batch t is computed before its own step on t, in one process as here, so the
+pipelined joint schedule computes exactly what the single-process joint schedule computes; only
+the order in which different layers work on different batches changes. A greedy unit is pipelined
+too: the ranks before it stream the frozen prefix while it trains; ranks after it wait.
+
+Evaluation runs through the same pipeline: rank 0 builds the evaluation input
+(``learner.pipeline_eval_input``), each rank adds its layers' class scores
+(``learner.pipeline_score``) for the layers the prediction reads (``learner.pipeline_votes``) to
+a running sum that travels with the activations, and the rank holding the last voting layer
+scores the sum and broadcasts loss and accuracy, so the stopping rule decides alike everywhere.
+
+A learner opts in by setting ``pipeline_refusal = ""`` and providing those three methods; a learner
+whose layers need something from later layers sets the reason instead (CCL's feedback network,
+collaborative FF's summed goodness, CaFo-DFA's error), and ``--parallel pipeline`` refuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from localearn.distributed import RankBase
+from localearn.distributed.split import split_layers
+from localearn.distributed.transport import Link, guarded, pack_context, unpack_context
+from localearn.errors import ConfigError
+from localearn.layer import Context, LocalLayer
+from localearn.utils import to_device
+
+
+class Elsewhere(LocalLayer):
+    """Stands in for a layer that lives on another rank (keeps indices and names stable)."""
+
+    def __init__(self, name: str, rank: int) -> None:
+        super().__init__()
+        self.layer_name, self.owner = name, rank
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError(f"{self.layer_name} lives on rank {self.owner}")
+
+
+class Received:
+    """A training batch that arrived from the previous rank: its activations and layer context
+    (already on this rank's device; ``rows`` counts the batch's samples)."""
+
+    def __init__(self, h: Tensor, ctx: Context) -> None:
+        self.h, self.ctx = h, ctx
+        self.rows = int(ctx.y.shape[0]) if ctx.y is not None else int(h.shape[0])
+
+    def to(self, device: torch.device) -> Received:
+        return self
+
+
+class PipelineParallel(RankBase):
+    """``--parallel pipeline`` (see the module docstring)."""
+
+    mode = "pipeline"
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.link = Link(self.rank, device, config.pipeline_depth)
+        self.groups: list[range] = []
+        self.mine = range(0)
+        self._classes = 0
+
+    # ---------------------------------------------------------------------------------- setup
+    def setup(self, trainer: Any) -> None:
+        learner = trainer.learner
+        reason = getattr(learner, "pipeline_refusal", "it does not declare a pipeline split")
+        if reason:
+            raise ConfigError(f"{learner.name} cannot run --parallel pipeline: {reason}")
+        if learner.task != "classification":
+            raise ConfigError(f"--parallel pipeline scores classification only, not the {learner.task} task")
+        self._classes = learner.num_classes
+        sizes = [sum(p.numel() for p in layer.parameters()) for layer in learner.local_layers]
+        self.groups = split_layers(sizes, self.world_size, self.config.split)
+        self.mine = self.groups[self.rank]
+        for i, layer in enumerate(learner.local_layers):
+            if i not in self.mine:  # built on every rank from one seed (the same init), then dropped
+                learner.layers[i] = Elsewhere(layer.layer_name, self._owner(i))
+        learner.prefix_cache = None  # each rank recomputes only its own frozen layers
+        trainer.optimizers = learner.optimizers()
+
+    def _owner(self, layer: int) -> int:
+        return next(r for r, g in enumerate(self.groups) if layer in g)
+
+    # ------------------------------------------------------------------------------- training
+    def batches(self, batches: Iterable[Any], stage: Any) -> Iterable[Any]:
+        last = max(stage.layers, default=-1)
+        if self.rank == 0:
+            return batches
+        if self.mine.start > last:  # this unit ends before this rank: nothing arrives
+            return iter(())
+        return self._arrivals(batches)
+
+    def _arrivals(self, batches: Iterable[Any]) -> Iterator[Received]:
+        for _ in batches:  # the same seeded order on every rank: one message per batch
+            tensors, scalars = self.link.recv(self.rank - 1, "train")
+            h = tensors.pop("h")
+            assert h is not None
+            yield Received(h, unpack_context(tensors, scalars, self._classes))
+
+    def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, float]:
+        last = max(stage.layers, default=-1)
+        if isinstance(batch, Received):
+            h, ctx = batch.h, batch.ctx
+        else:
+            ctx = learner.make_context(batch)
+            h = ctx.inputs if ctx.inputs is not None else learner.split_batch(batch)[0]
+        h, losses = learner.chain(h, ctx, stage, range(self.mine.start, min(self.mine.stop, last + 1)))
+        if self.mine.stop <= last:  # a later rank trains or forwards for this unit
+            tensors, scalars = pack_context(ctx)
+            self.link.send(self.rank + 1, "train", {"h": h, **tensors}, scalars)
+            self.bytes_sent = self.link.bytes_sent
+        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
+        return losses
+
+    def end_epoch(self, trainer: Any) -> None:
+        if self.rank + 1 < self.world_size:
+            self.link.flush(self.rank + 1)
+        self.wait_seconds = self.link.wait_seconds
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, trainer: Any, split: str, stage: Any) -> dict[str, float]:
+        learner = trainer.learner
+        learner.eval()
+        votes = tuple(learner.pipeline_votes(stage))
+        need = max(votes)
+        owner = self._owner(need)
+        totals = torch.zeros(3, dtype=torch.float64)
+        if self.rank <= owner:
+            for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
+                if self.rank == 0:
+                    x, y = learner.split_batch(to_device(batch, self.device))
+                    h, scores = learner.pipeline_eval_input(x), None
+                else:
+                    tensors, _ = self.link.recv(self.rank - 1, "eval")
+                    h, y, scores = tensors["h"], tensors["y"], tensors["scores"]
+                ctx = Context(y=y, num_classes=learner.num_classes)
+                for i in range(self.mine.start, min(self.mine.stop, need + 1)):
+                    h = learner.local_layers[i].infer(h, ctx)
+                    if i in votes:
+                        s = learner.pipeline_score(i, h, int(y.shape[0]))
+                        scores = s if scores is None else scores + s
+                if self.rank < owner:
+                    self.link.send(self.rank + 1, "eval", {"h": h, "y": y, "scores": scores}, {})
+                else:
+                    assert scores is not None
+                    totals += torch.tensor([float(F.cross_entropy(scores.float(), y, reduction="sum")),
+                                            float((scores.argmax(1) == y).sum()), float(y.shape[0])],
+                                           dtype=torch.float64)
+            if self.rank < owner:
+                self.link.flush(self.rank + 1)
+        totals = totals.to(self.device)
+        guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
+        self.bytes_sent, self.wait_seconds = self.link.bytes_sent, self.link.wait_seconds
+        n = max(float(totals[2]), 1.0)
+        return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "samples": int(totals[2])}
+
+    def rank_info(self) -> dict[str, Any]:
+        return {"layers": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],
+                "groups": [[g.start, g.stop - 1] for g in self.groups]}

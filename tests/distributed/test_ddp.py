@@ -1,0 +1,41 @@
+"""Data parallelism: 2 ranks x B/2 rows equal 1 rank x B rows, and the ranks never drift (issue #13).
+
+Each layer's gradient is averaged across ranks between its own backward and its own step
+(``LocalLayer.grad_sync``), so per-layer stepping cannot leave the replicas apart, as one DDP
+wrapper around a whole local network would (../shared/notes/distributed_postgres_kernels.md, A2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from distutil import max_gap, model, run_json, single, torchrun
+
+COMMON = ("--dataset", "digits", "--epochs", "2", "--batch-size", "64")
+
+
+@pytest.mark.parametrize(("algo", "extra"), [
+    ("mono_forward", ("--arch", "mlp:3x64", "--schedule", "joint")),
+    ("backprop", ("--arch", "mlp:2x64",)),
+])
+def test_two_ranks_half_batches_match_one_rank(tmp_path: Path, algo: str, extra: tuple[str, ...]) -> None:
+    one = single(tmp_path / "one", "--algo", algo, *COMMON, *extra)
+    assert one.returncode == 0, one.stderr
+    two = torchrun(tmp_path / "two", "--algo", algo, *COMMON, *extra, "--parallel", "ddp")
+    assert two.returncode == 0, two.stdout + two.stderr
+    r0, r1 = model(tmp_path / "two" / "rank0"), model(tmp_path / "two" / "rank1")
+    assert max_gap(r0, r1) == 0.0  # the replicas are identical, not merely close
+    assert max_gap(model(tmp_path / "one"), r0) < 1e-4  # float summation order only
+    a, b = run_json(tmp_path / "one"), run_json(tmp_path / "two")
+    assert abs(a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"]) <= 1 / 360  # at most 1 test image
+    dist = b["distributed"]
+    assert dist["mode"] == "ddp" and [r["batch_share"] for r in dist["ranks"]] == [0.5, 0.5]
+    assert all(r["bytes_sent"] > 0 for r in dist["ranks"])
+
+
+def test_closed_form_cafo_predictors_refuse_ddp(tmp_path: Path) -> None:
+    res = torchrun(tmp_path / "c", "--algo", "cafo", "--opt", "predictor_loss=mse", "--epochs", "1",
+                   "--parallel", "ddp", nproc=1)
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("error:")]
+    assert res.returncode != 0 and lines and "predictor_loss=mse" in lines[0], res.stdout + res.stderr

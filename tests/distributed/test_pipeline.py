@@ -1,0 +1,58 @@
+"""The layer pipeline on 2 gloo ranks equals one process (issue #13).
+
+A layer's output on batch t is computed before its own step on t, so the pipelined joint schedule
+computes what the single-process joint schedule computes: the parameters after training must
+match (float tolerance: the ranks run one thread each), and so must the stopping decisions and
+test accuracy. The greedy schedule streams the frozen prefix through the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from distutil import max_gap, model, run_json, single, torchrun
+
+COMMON = ("--dataset", "digits", "--epochs", "2", "--batch-size", "64")
+
+
+@pytest.mark.parametrize(("algo", "extra"), [
+    ("mono_forward", ("--schedule", "joint", "--arch", "mlp:4x64")),
+    ("mono_forward", ("--arch", "mlp:3x64", "--split", "1,2")),  # greedy: each unit through the pipe
+    ("forward_forward", ("--arch", "mlp:3x64", "--schedule", "joint")),
+])
+def test_pipeline_matches_one_process(tmp_path: Path, algo: str, extra: tuple[str, ...]) -> None:
+    one = single(tmp_path / "one", "--algo", algo, *COMMON, *extra)
+    assert one.returncode == 0, one.stderr
+    two = torchrun(tmp_path / "two", "--algo", algo, *COMMON, *extra, "--parallel", "pipeline")
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert max_gap(model(tmp_path / "one"), model(tmp_path / "two")) < 1e-5
+    a, b = run_json(tmp_path / "one"), run_json(tmp_path / "two")
+    assert a["metrics"]["test_accuracy"] == pytest.approx(b["metrics"]["test_accuracy"], abs=1e-9)
+    assert [u["best_epoch"] for u in a["units"]] == [u["best_epoch"] for u in b["units"]]
+    dist = b["distributed"]
+    assert dist["mode"] == "pipeline" and dist["world_size"] == 2
+    r0, r1 = dist["ranks"]
+    assert r0["bytes_sent"] > 0 and r1["bytes_sent"] == 0  # activations only flow forward
+    assert r0["layers"][1] + 1 == r1["layers"][0]  # contiguous groups
+    assert all(r["wait_seconds"] >= 0 and r["train_seconds"] > 0 for r in (r0, r1))
+    # Each rank holds only its own layers.
+    ranks = [set(model(tmp_path / "two" / f"rank{r}")) for r in (0, 1)]
+    assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]
+
+
+def test_learners_that_need_later_layers_refuse_with_the_reason(tmp_path: Path) -> None:
+    for algo, opts, why in (("counter_current", (), "feedback network"),
+                            ("forward_forward", ("--opt", "collab=all"), "summed over all layers"),
+                            ("cafo", ("--opt", "blocks=dfa"), "error at the output"),
+                            ("backprop", (), "gradient crosses every layer")):
+        res = torchrun(tmp_path / algo, "--algo", algo, *opts, "--epochs", "1", "--parallel", "pipeline", nproc=1)
+        assert res.returncode != 0
+        lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("error:")]
+        assert lines and "cannot run --parallel pipeline" in lines[0] and why in lines[0], lines
+
+
+def test_parallel_outside_torchrun_is_one_clear_line(tmp_path: Path) -> None:
+    res = single(tmp_path / "x", "--parallel", "pipeline", "--epochs", "1")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("error: --parallel pipeline runs under torchrun")
