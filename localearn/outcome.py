@@ -87,3 +87,22 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  best restored state  test accuracy {best['test_accuracy']:.4f} (unit {best['unit']} "
                      f"epoch {best['best_epoch']}; not a result of this run)")
     return lines
+
+
+def record_divergence(trainer: Any, info: dict[str, Any]) -> None:
+    """Record the divergence in ``trainer.state``; evaluate the unit's best finite state apart,
+    if there is one, labelled as not a result of the run; checkpoint."""
+    st = trainer.state
+    st.diverged = info
+    if trainer._best_state is not None:
+        trainer.learner.load_state_dict(trainer._best_state)
+        with trainer.meter.phase("test"):
+            test, val = trainer.evaluate("test"), trainer.evaluate("val")
+        metric = trainer.task.metric
+        st.best_state_metrics = {
+            "unit": info["unit"], "best_epoch": st.best_epoch + 1,
+            f"test_{metric}": test[metric], "test_loss": test["loss"],
+            f"val_{metric}": val[metric], "val_loss": val["loss"],
+            "note": "the restored best state of the diverged unit; not a result of this run",
+        }
+    trainer._checkpoint()

@@ -179,8 +179,15 @@ def _resume_file(out: Path) -> Path:
 def load_run(
     path: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
 ) -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
-    """Rebuild the learner (with its trained weights) and the dataset of a saved run."""
-    ckpt = load_checkpoint(path, map_location=device)
+    """Rebuild the learner (with its trained weights) and the dataset of a saved run; a
+    ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers)."""
+    folder = Path(path)
+    ranks = sorted(folder.glob("rank*/" + CHECKPOINT_NAME)) if not (folder / CHECKPOINT_NAME).exists() else []
+    if folder.is_dir() and ranks:
+        parts = [load_checkpoint(r, map_location=device) for r in ranks]
+        ckpt = {**parts[0], "model": {k: v for part in parts for k, v in part["model"].items()}}
+    else:
+        ckpt = load_checkpoint(path, map_location=device)
     run = ckpt.get("run") or {}
     if "algorithm" not in run:
         raise LocalearnError(f"{path} does not record which learner produced it")

@@ -20,25 +20,25 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from localearn import outcome
-from localearn.checkpoint import CHECKPOINT_NAME, RUN_NAME, load_checkpoint, save_checkpoint, write_json
+from localearn import outcome, snapshot
+from localearn.checkpoint import RUN_NAME, write_json
 from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
 from localearn.data.adapters import as_bundle
 from localearn.data.base import DataBundle
 from localearn.distributed import make_parallel
-from localearn.errors import ConfigError, LocalearnError
+from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.kernels import configure_layers
 from localearn.learner import LocalLearner, Stage
-from localearn.measure import PhaseMeter, Probe, SavedTensorMeter, peak_rss_bytes
+from localearn.measure import PhaseMeter, Probe, SavedTensorMeter
 from localearn.record import run_record
+from localearn.snapshot import TrainState
 from localearn.tasks import get_task, layer_accuracies
 from localearn.utils import derive_seed, resolve_device, to_device
 
@@ -66,24 +66,6 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, stage: Stage, record: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class _State:
-    """Everything needed to resume exactly where the last completed epoch left off."""
-
-    stage_index: int = 0
-    epoch_in_stage: int = 0
-    global_epoch: int = 0
-    steps: int = 0
-    samples: int = 0
-    best_metric: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    units: list[dict[str, Any]] = field(default_factory=list)
-    diverged: dict[str, Any] | None = None
-    best_state_metrics: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -135,7 +117,7 @@ class Trainer:
         self.par.setup(self)  # a pipeline rank drops other ranks' layers; DDP hooks gradients
         if self.config.prefix_cache_gb > 0:
             learner.prefix_cache = FeatureCache(int(self.config.prefix_cache_gb * 2**30))
-        self.state = _State()
+        self.state = TrainState()
         self.saved = SavedTensorMeter(list(learner.parameters()))
         self._best_state: dict[str, torch.Tensor] | None = None
         self.cuda_peaks: dict[str, int] = {}
@@ -256,59 +238,13 @@ class Trainer:
         self._best_state = None
         self._checkpoint()
 
-    def _diverge(self, info: dict[str, Any]) -> None:
-        """Record the divergence; evaluate the unit's best finite state apart, if there is one."""
-        st = self.state
-        st.diverged = info
-        if self._best_state is not None:
-            self.learner.load_state_dict(self._best_state)
-            with self.meter.phase("test"):
-                test, val = self.evaluate("test"), self.evaluate("val")
-            metric = self.task.metric
-            st.best_state_metrics = {
-                "unit": info["unit"], "best_epoch": st.best_epoch + 1,
-                f"test_{metric}": test[metric], "test_loss": test["loss"],
-                f"val_{metric}": val[metric], "val_loss": val["loss"],
-                "note": "the restored best state of the diverged unit; not a result of this run",
-            }
-        self._checkpoint()
-
     # --------------------------------------------------------------------------- checkpoints
     def _checkpoint(self) -> None:
-        if self.out_dir is None:
-            return
-        with self.meter.phase("checkpoint"):
-            save_checkpoint(
-                {
-                    "run": self.run_info,
-                    "config": asdict(self.config),
-                    "model": self.learner.state_dict(),
-                    "optimizers": [opt.state_dict() for opt in self.optimizers],
-                    "best_state": self._best_state,
-                    "trainer": asdict(self.state),
-                    "meters": {"phases": self.meter.state(), "saved": self.saved.state(),
-                               "peak_rss_bytes": peak_rss_bytes(), "cuda_peaks": self.cuda_peaks},
-                    "complete": self.state.stage_index >= len(self.stages) and self.state.diverged is None,
-                },
-                self.par.checkpoint_dir(self.out_dir) / CHECKPOINT_NAME,
-                keep_previous=self.par.mode != "none",  # ranks agree on a common one at resume
-            )
+        snapshot.save(self)
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by this trainer and continue from its last epoch."""
-        ckpt = load_checkpoint(self.par.agree_checkpoint(Path(path)), map_location=self.device)
-        try:
-            self.learner.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise LocalearnError(f"checkpoint {path} does not fit this learner: {exc}") from exc
-        for opt, state in zip(self.optimizers, ckpt["optimizers"], strict=True):
-            opt.load_state_dict(state)
-        self._best_state = ckpt.get("best_state")
-        self.state = _State(**ckpt["trainer"])
-        self.meter.load_state(ckpt["meters"]["phases"])
-        self.saved.load_state(ckpt["meters"]["saved"])
-        self.resumed_rss = int(ckpt["meters"].get("peak_rss_bytes", 0))
-        self.cuda_peaks = dict(ckpt["meters"].get("cuda_peaks", {}))
+        snapshot.restore(self, path)
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
@@ -326,7 +262,7 @@ class Trainer:
             self._write_run(run_record(self, "interrupted"))
             raise
         except outcome.Diverged as exc:
-            self._diverge(exc.info)
+            outcome.record_divergence(self, exc.info)
         self.meter.unit = None
         if self.state.diverged is not None:
             result = run_record(self, "diverged")

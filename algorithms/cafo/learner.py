@@ -1,7 +1,6 @@
 """The CaFo learner: frozen (random or DFA-trained) blocks, one independent predictor per block.
 
-See the package docstring (:mod:`localearn.algorithms.cafo`) for equations, options and
-deviations.
+Equations, options and deviations: the package docstring (:mod:`localearn.algorithms.cafo`).
 """
 
 from __future__ import annotations
@@ -123,11 +122,7 @@ class CaFo(LocalLearner):
         if predictor_loss not in GRADIENT_LOSSES:  # closed-form / full-batch sums bypass train_step
             self.ddp_refusal = (f"predictor_loss={predictor_loss} accumulates its sums outside LocalLayer.train_step; "
                                 "use predictor_loss=ce or sparsemax")
-        self.block_lr, self.block_weight_decay, self.dfa_epochs = (
-            block_lr,
-            block_weight_decay,
-            dfa_epochs,
-        )
+        self.block_lr, self.block_weight_decay, self.dfa_epochs = block_lr, block_weight_decay, dfa_epochs
         self.cache_features = bool(cache_features)
 
         bodies, shapes = build_trunk(self.arch, self.input_shape)

@@ -8,6 +8,9 @@ test accuracy. The greedy schedule streams the frozen prefix through the pipelin
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,9 +39,13 @@ def test_pipeline_matches_one_process(tmp_path: Path, algo: str, extra: tuple[st
     assert r0["bytes_sent"] > 0 and r1["bytes_sent"] == 0  # activations only flow forward
     assert r0["layers"][1] + 1 == r1["layers"][0]  # contiguous groups
     assert all(r["wait_seconds"] >= 0 and r["train_seconds"] > 0 for r in (r0, r1))
-    # Each rank holds only its own layers.
+    # Each rank holds only its own layers; `localearn eval DIR` joins them.
     ranks = [set(model(tmp_path / "two" / f"rank{r}")) for r in (0, 1)]
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]
+    ev = subprocess.run([sys.executable, "-m", "localearn", "eval", str(tmp_path / "two"), "--json"],
+                        capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["accuracy"] == pytest.approx(b["metrics"]["test_accuracy"], abs=1e-9)
 
 
 def test_learners_that_need_later_layers_refuse_with_the_reason(tmp_path: Path) -> None:

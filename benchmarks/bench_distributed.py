@@ -1,0 +1,103 @@
+"""One process against 2 pipeline ranks and 2 data-parallel ranks, in one run (issue #13).
+
+    python benchmarks/bench_distributed.py --data-dir ../shared/data --epochs 2
+
+Arms, each a real ``localearn train`` (``torchrun --standalone --nproc-per-node N`` for the
+parallel ones), one thread per process (``OMP_NUM_THREADS=1``), on MNIST ``mlp:4x1000``:
+Mono-Forward (Gong et al., arXiv 2501.09238; joint schedule, so every layer works on every batch)
+in one process, as a 2-rank layer pipeline and under 2-rank DDP; backprop in one process and
+under 2-rank DDP. Throughput is training samples per second of the slowest rank (``data passes x
+N / max over ranks of train_seconds``, the metered training windows; validation and test are
+metered apart), and the ratio is against the same learner's one-process arm. ``--device cuda``
+runs the same arms on GPUs (one per rank, NCCL). Results go to
+``benchmarks/results/distributed_mlp-4x1000_<device>_<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from localearn.measure import write_result
+
+ARMS = [  # (name, algo, processes, parallel)
+    ("mf_1proc", "mono_forward", 1, "none"),
+    ("mf_pipeline2", "mono_forward", 2, "pipeline"),
+    ("mf_ddp2", "mono_forward", 2, "ddp"),
+    ("bp_1proc", "backprop", 1, "none"),
+    ("bp_ddp2", "backprop", 2, "ddp"),
+]
+
+
+def run_arm(args: argparse.Namespace, algo: str, nproc: int, parallel: str, out: Path) -> dict[str, Any]:
+    """Train one arm; its throughput, accuracy and per-rank traffic from ``run.json``."""
+    train = ["-m", "localearn", "train", "--algo", algo, "--dataset", args.dataset, "--data-dir", args.data_dir,
+             "--arch", args.arch, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+             "--device", args.device, "--no-progress", "--out", str(out)]
+    if algo == "mono_forward":
+        train += ["--schedule", "joint"]
+    if parallel == "none":
+        cmd = [sys.executable, *train]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               *train, "--parallel", parallel]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{algo} {parallel} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    run = json.loads((out / "run.json").read_text())
+    m, spread = run["metrics"], run.get("distributed")
+    ranks = spread["ranks"] if spread else [{"rank": 0, "train_seconds": m["train_seconds"], "bytes_sent": 0,
+                                             "wait_seconds": 0.0,
+                                             "samples": round(m["samples_per_second"] * m["train_seconds"])}]
+    slowest = max(r["train_seconds"] for r in ranks)
+    # Rows trained: DDP ranks each see a share of every batch; pipeline ranks all see every row.
+    rows = sum(r["samples"] for r in ranks) if parallel == "ddp" else ranks[0]["samples"]
+    return {"command": " ".join(cmd[1:]), "test_accuracy": m["test_accuracy"], "data_passes": m["data_passes"],
+            "train_seconds_slowest_rank": slowest, "samples_per_second": rows / slowest,
+            "ranks": [{k: r.get(k) for k in ("rank", "layers", "train_seconds", "samples", "bytes_sent",
+                                               "wait_seconds")} for r in ranks]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--arch", default="mlp:4x1000")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1, help="threads per process")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--arms", default=",".join(a[0] for a in ARMS))
+    p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/...)")
+    args = p.parse_args()
+    chosen = args.arms.split(",")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, algo, nproc, parallel in ARMS:
+            if name in chosen:
+                results[name] = run_arm(args, algo, nproc, parallel, Path(tmp) / name)
+                r = results[name]
+                print(f"{name:>13}: test acc {r['test_accuracy']:.4f}  {r['samples_per_second']:8.0f} samples/s  "
+                      f"(slowest rank {r['train_seconds_slowest_rank']:.1f} s)", flush=True)
+    ratios = {name: results[name]["samples_per_second"] / results[base]["samples_per_second"]
+              for name, base in (("mf_pipeline2", "mf_1proc"), ("mf_ddp2", "mf_1proc"), ("bp_ddp2", "bp_1proc"))
+              if name in results and base in results}
+    for name, ratio in ratios.items():
+        print(f"throughput {name} / one process: {ratio:.3f}x")
+    date = dt.date.today().isoformat()
+    path = args.out or f"benchmarks/results/distributed_{args.arch.replace(':', '-')}_{args.device}_{date}.json"
+    write_result(path, "bench_distributed", args.device, settings=vars(args), arms=results,
+                 throughput_ratios=ratios)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
