@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-
-from localearn import Callback, TrainConfig, Trainer, load_dataset
 from localearn.algorithms.backprop import Backprop
 from localearn.algorithms.counter_current import CounterCurrent
+
+from localearn import Callback, TrainConfig, Trainer, load_dataset
 from localearn.data.base import ImageData
 from localearn.errors import ConfigError
 from localearn.utils import seed_everything
