@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from localearn.algorithms.backprop import Backprop
 from localearn.algorithms.counter_current import CounterCurrent
 
+import localearn
 from localearn import Callback, TrainConfig, Trainer, load_dataset
 from localearn.data.base import ImageData
 from localearn.errors import ConfigError
@@ -119,3 +120,12 @@ def test_the_autoencoder_has_no_class_scores() -> None:
         bp.predict(torch.zeros(2, 1, 8, 8))
     with pytest.raises(ConfigError, match="needs task='autoencoder'"):
         Backprop("mlp:2x16", (1, 8, 8), 10).reconstruct(torch.zeros(2, 1, 8, 8))
+
+
+def test_task_autoencoder_reaches_backprop_through_fit() -> None:
+    """What ``localearn train --algo backprop --task autoencoder`` calls: the task is accepted and scored."""
+    r = localearn.fit("backprop", "digits", task="autoencoder", arch="mlp:64-32-64", epochs=2, optimizer="sgd",
+                      lr=0.05, seed=0, progress=False, device="cpu")
+    assert r["status"] == "complete" and r["task"] == "autoencoder"
+    assert r["metrics"]["test_mse"] > 0 and r["metrics"]["test_accuracy"] is None
+    assert r["learner_options_resolved"]["task"] == "autoencoder"
