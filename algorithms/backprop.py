@@ -7,6 +7,14 @@ STUDY_PROTOCOL.md §6 ("same-architecture baselines"): the BP arm is the learner
 plus one ``Linear(D_L, C)`` head initialised N(0, 0.01) as in the reference, trained with one
 global cross-entropy. It is registered as one more learner whose single "layer" is the whole
 network, so that every comparison runs through the same trainer, meters and checkpoints.
+
+``task="autoencoder"`` (``localearn train --algo backprop --task autoencoder``) trains, end to end
+on the reconstruction MSE, the forward network of Counter-Current Learning's autoencoder mode
+(Kao & Hariharan, NeurIPS 2024, arXiv 2409.19841): the reference's conv autoencoder for a ``cnn:``
+spec, its MLP stand-in for an ``mlp:`` spec, built by the same code with the same initialisation
+(``init``) and activation, so a seed gives CCL's own forward maps. The released AE recipe's loss
+warm-up, gradient centralisation and gradient clip are options here too, so both arms of
+``benchmarks/bench_counter_current.py --parts ae`` are ordinary Trainer runs with one recipe.
 """
 
 from __future__ import annotations
@@ -14,14 +22,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
+from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
-from localearn.learner import LocalLearner
+from localearn.learner import LocalLearner, OptimizerFactory
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+
+TASKS = ("classification", "autoencoder")
+AE_INITS = ("reference", "torch")
 
 
 class BackpropNetwork(LocalLayer):
@@ -39,7 +52,34 @@ class BackpropNetwork(LocalLayer):
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
-        return F.cross_entropy(h, ctx.y)
+        return float(ctx.get("loss_scale", 1.0)) * F.cross_entropy(h, ctx.y)
+
+
+class BackpropAutoencoder(LocalLayer):
+    """CCL's autoencoder forward maps as one layer: reconstruction MSE to the input image."""
+
+    def __init__(self, maps: list[nn.Module]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*maps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        target = ctx["target"]
+        return float(ctx.get("loss_scale", 1.0)) * F.mse_loss(h.view_as(target), target)
+
+
+def ccl_forward_maps(arch: ArchSpec, input_shape: tuple[int, ...], num_classes: int, init: str) -> list[nn.Module]:
+    """The forward maps f_1..f_L of CCL's autoencoder for ``arch``, made exactly as CCL makes them
+    (feedback maps too, then dropped, so that one seed gives the same weights)."""
+    from localearn.algorithms.counter_current.build import build_pairs  # only the AE task needs it
+
+    if arch.kind not in ("mlp", "cnn"):
+        raise ConfigError(f"the backprop autoencoder takes mlp: or cnn: specs, got {arch}")
+    act = "relu" if arch.kind == "cnn" else "elu"  # CCL's act="auto" in autoencoder mode
+    pairs, _ = build_pairs(arch, input_shape, num_classes, True, "auto", 1.0, 0.0, init, act)
+    return [p.f for p in pairs if p.f is not None]
 
 
 @register_algorithm
@@ -52,6 +92,11 @@ class Backprop(LocalLearner):
         num_classes: C.
         schedule: only ``joint``.
         head_std: std of the head's N(0, std) initialisation (0.01, Beyond-BP).
+        task: ``classification`` (default) or ``autoencoder`` (CCL's autoencoder network).
+        init: the autoencoder's initialisation, ``reference`` (CCL's, the default) or ``torch``.
+        grad_clip: clip the gradient norm of the whole network to this (0: off).
+        warmup_steps: scale the loss by (step + 1) / warmup_steps for the first steps (0: off).
+        grad_centralization: subtract the per-output-unit mean from weight gradients.
     """
 
     name = "backprop"
@@ -75,6 +120,7 @@ class Backprop(LocalLearner):
         "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-100 3x2000, original)",
                            lr=1.036e-4, weight_decay=9.11e-6),
     }
+    steps: Tensor
 
     def __init__(
         self,
@@ -83,10 +129,75 @@ class Backprop(LocalLearner):
         num_classes: int = 10,
         schedule: str | None = None,
         head_std: float = 0.01,
+        task: str | None = None,
+        init: str = "reference",
+        grad_clip: float = 0.0,
+        warmup_steps: int = 0,
+        grad_centralization: bool = False,
     ) -> None:
         super().__init__(arch, input_shape, num_classes, schedule)
-        blocks, shapes = build_trunk(self.arch, self.input_shape)
-        self.add_layer(BackpropNetwork(blocks, flat_dim(shapes[-1]), self.num_classes, head_std))
+        task = task or "classification"
+        if task not in TASKS:
+            raise ConfigError(f"backprop trains task {' or '.join(TASKS)}, not {task!r}")
+        if init not in AE_INITS:
+            raise ConfigError(f"init must be one of {', '.join(AE_INITS)}, got {init!r}")
+        for key, value in (("grad_clip", grad_clip), ("warmup_steps", warmup_steps)):
+            if not value >= 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        self.task = task
+        self.grad_clip, self.warmup_steps = float(grad_clip), int(warmup_steps)
+        self.grad_centralization = bool(grad_centralization)
+        if self.warmup_steps > 0:  # a buffer, so the warm-up resumes where a checkpoint left it
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        if task == "autoencoder":
+            self.add_layer(BackpropAutoencoder(ccl_forward_maps(self.arch, self.input_shape, self.num_classes, init)))
+        else:
+            blocks, shapes = build_trunk(self.arch, self.input_shape)
+            self.add_layer(BackpropNetwork(blocks, flat_dim(shapes[-1]), self.num_classes, head_std))
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
+        opts = super().configure_optimizers(factory)
+        if self.grad_clip > 0 or self.grad_centralization:  # applied before every step
+            for opt in opts:
+                opt.register_step_pre_hook(self._before_step)
+        return opts
+
+    def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if self.grad_centralization:
+            from localearn.algorithms.counter_current.clip import centralize_gradients
+
+            centralize_gradients(p.grad for p in params)
+        if self.grad_clip > 0 and params:
+            nn.utils.clip_grad_norm_(params, self.grad_clip)
+
+    def make_context(self, batch: Any) -> Context:
+        x, y = self.split_batch(batch)
+        extras: dict[str, Any] = {"target": x} if self.task == "autoencoder" else {}
+        if self.warmup_steps > 0 and int(self.steps) < self.warmup_steps:
+            extras["loss_scale"] = (int(self.steps) + 1) / self.warmup_steps  # CCL's loss warm-up
+        return Context(y=y, num_classes=self.num_classes, extras=extras)
+
+    def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
+        logs = super().train_step(batch, stage)
+        if self.warmup_steps > 0:
+            self.steps += 1
+        return logs
 
     def predict(self, x: Tensor) -> Tensor:
+        if self.task == "autoencoder":
+            raise ConfigError("the backprop autoencoder has no class scores; use reconstruct(x)")
         return self.layers[0](x)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The autoencoder's reconstruction of ``x``, shaped like ``x``."""
+        if self.task != "autoencoder":
+            raise ConfigError("reconstruct() needs task='autoencoder'; classifiers use predict(x)")
+        return self.layers[0](x).view_as(x)
+
+    def evaluate_batch(self, batch: Any, stage: Any = None) -> tuple[Tensor, Tensor]:
+        """Autoencoder: the reconstruction and the input (the ``autoencoder`` task scores their MSE)."""
+        if self.task == "autoencoder":
+            x, _ = self.split_batch(batch)
+            return self.reconstruct(x), x
+        return super().evaluate_batch(batch, stage)

@@ -11,10 +11,11 @@ Parts (``--parts mlp,cnn,ae``):
   CCL's in-place ELU and with stock ``nn.ELU``, so the memory ratio can be read on equal trunks.
 * ``cnn``: CCL's pool CNN (``cnn:128-128-256-256-512``, the CIFAR recipe of §6.2) and backprop on
   the same ``cnn:`` spec (localearn's conv/ReLU/pool/BN blocks) on ``cifar10_subset``.
-* ``ae``: CCL in autoencoder mode and its BP twin (a deep copy of CCL's forward network, trained
-  end-to-end on the reconstruction MSE), same batches and epochs, each arm the best of an equal
-  8-run grid picked on validation MSE (see :func:`run_ae`); prints the test reconstruction MSE of
-  both and their ratio. This loop is written here because the trainer's metrics are class scores.
+* ``ae``: ``localearn.fit("ccl", "mnist", task="autoencoder")`` and its BP twin
+  ``localearn.fit("backprop", "mnist", task="autoencoder")`` (CCL's forward network at the same
+  seed and init, trained end to end on the reconstruction MSE), both ordinary Trainer runs with the
+  same batches and epochs, each arm the best of an equal 8-run grid picked on validation MSE (see
+  :func:`run_ae`); prints the test reconstruction MSE of both and their ratio.
 
 Example: ``OMP_NUM_THREADS=2 python benchmarks/bench_counter_current.py --parts mlp --threads 2``.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from localearn.algorithms.backprop import Backprop
-from localearn.algorithms.counter_current import CounterCurrent, centralize_gradients, warmup_scale
+from localearn.algorithms.counter_current import CounterCurrent
 from localearn.algorithms.counter_current.pairs import InplaceELU
 from torch import nn
 
@@ -41,7 +43,7 @@ from localearn.data.base import ImageData
 from localearn.learner import LocalLearner
 from localearn.measure import write_result
 from localearn.measure.memory import SavedTensorMeter
-from localearn.trainer import make_optimizer_factory
+from localearn.trainer import Callback, Trainer, make_optimizer_factory
 from localearn.utils import resolve_device, seed_everything
 
 MLP_ARCH = "mlp:784-5x256"
@@ -57,15 +59,8 @@ AE_LRS = (0.01, 0.03)
 AE_CCL_S_SSL = {"mlp": (2.0, 4.0), "cnn": (1.0, 2.0)}  # decorrelation (MLP) / centred-map (CNN) weight
 AE_BP_INITS = ("reference", "torch")
 # CIFAR-10 CCL recipe (ALGORITHMS §6.2), minus the cosine schedule the trainer does not have
-CNN_CCL_OPTIONS = {
-    "conv": "pool",
-    "s_c": 1.0,
-    "momentum": 0.8,
-    "grad_clip": 0.3,
-    "warmup_steps": 100,
-    "grad_centralization": True,
-    "filter_target": True,
-}
+CNN_CCL_OPTIONS = {"conv": "pool", "s_c": 1.0, "momentum": 0.8, "grad_clip": 0.3, "warmup_steps": 100,
+                   "grad_centralization": True, "filter_target": True}
 
 
 def _summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -174,83 +169,45 @@ def run_cnn(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _mse(fn: Any, x_all: torch.Tensor) -> float:
-    total = 0.0
-    with torch.no_grad():
-        for s in range(0, len(x_all), 1000):
-            xb = x_all[s : s + 1000]
-            total += F.mse_loss(fn(xb).view_as(xb), xb, reduction="sum").item()
-    return total / x_all.numel()
+class CosineLR(Callback):
+    """``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch, as the old loop had it: before
+    epoch e (1-based) every group's lr is its initial lr × (1 + cos(π (e − 1) / epochs)) / 2.
+    A Trainer callback, so it reaches every optimizer the learner made (CCL's one per pair)."""
+
+    def on_epoch_start(self, trainer: Trainer, stage: Any, epoch: int) -> None:
+        scale = (1 + math.cos(math.pi * (epoch - 1) / trainer.config.epochs)) / 2
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale  # kept in checkpoints
 
 
-def _ae_run(
-    data: ImageData, arm: str, variant: Any, lr: float, cosine: bool, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Train one AE arm for ``--epochs-ae`` epochs; validation and test MSE after every epoch.
+def _ae_run(arm: str, variant: Any, lr: float, cosine: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """One AE arm as an ordinary Trainer run (``--task autoencoder``) for ``--epochs-ae`` epochs.
 
-    The run's result is its best epoch on validation MSE (best-checkpoint restore).
-
-    ``arm="ccl"``: the learner in autoencoder mode, ``variant`` its ``s_ssl``, reference init.
-    ``arm="bp"``: the same forward network trained end to end on the reconstruction MSE,
-    ``variant`` its init (``reference`` as CCL, or ``torch``'s Linear default).
+    ``arm="ccl"``: ``counter_current``, ``variant`` its ``s_ssl``, reference init.
+    ``arm="bp"``: ``backprop`` with ``task="autoencoder"``, i.e. CCL's forward network trained end
+    to end on the reconstruction MSE, ``variant`` its init (``reference`` as CCL, or ``torch``).
+    Both: SGD (momentum 0.9, weight decay 1e-4) at ``lr``, clip 0.2, for a ``cnn:`` AE also the
+    loss warm-up and gradient centralisation; the same seed, so the same batches. The Trainer
+    restores the best epoch on validation MSE and tests it.
     """
-    seed_everything(args.seed)
-    init = "reference" if arm == "ccl" else variant
     conv = args.ae_arch.startswith("cnn:")
-    warmup = AE_WARMUP if conv else 0
-    ccl = CounterCurrent(
-        args.ae_arch,
-        data.input_shape,
-        10,
-        mode="autoencoder",
-        momentum=0.9,
-        grad_clip=AE_CLIP,
-        s_ssl=variant if arm == "ccl" else None,
-        init=init,
-        warmup_steps=warmup,
-        grad_centralization=conv,
-    )
-    factory = make_optimizer_factory("sgd", lr, AE_WEIGHT_DECAY, momentum=0.9)
-    net = forward_network(ccl, stock_elu=False)  # BP's twin: the same maps at the same init
-    if arm == "ccl":
-        opts = ccl.configure_optimizers(factory)
-        recon: Any = ccl.reconstruct
-        stage = ccl.stages()[0]
-    else:
-        opts = [factory(net.parameters())]
-        recon = net
-    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=args.epochs_ae) for o in opts] if cosine else []
-    x_val, _ = data.split("val")
-    x_test, _ = data.split("test")
-    history, seconds, step = [], 0.0, 0
-    for epoch in range(args.epochs_ae):
-        ccl.train()
-        net.train()
-        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)  # same batches for every run
-        t0 = time.perf_counter()
-        for xb, yb in data.train_batches(args.batch_ae, gen):
-            if arm == "ccl":
-                ccl.train_step((xb, yb), stage)
-            else:
-                opts[0].zero_grad(set_to_none=True)
-                (warmup_scale(step, warmup) * F.mse_loss(net(xb).view_as(xb), xb)).backward()
-                if conv:
-                    centralize_gradients(p.grad for p in net.parameters())
-                nn.utils.clip_grad_norm_(net.parameters(), AE_CLIP)
-                opts[0].step()
-            step += 1
-        for sched in scheds:
-            sched.step()
-        seconds += time.perf_counter() - t0
-        ccl.eval()
-        net.eval()
-        history.append({"epoch": epoch + 1, "val_mse": _mse(recon, x_val), "test_mse": _mse(recon, x_test)})
-    config = {"variant": variant, "lr": lr, "cosine": cosine}
-    # the best epoch on validation MSE, as the protocol restores the best checkpoint (and as the
-    # reference AE script keeps its best model); the same rule for both arms
-    best = min(history, key=lambda h: h["val_mse"])
-    print(json.dumps({"arm": arm, **config, **best, "last_test_mse": history[-1]["test_mse"]}), flush=True)
-    return {"config": config, "train_seconds": round(seconds, 1), "history": history, **best}
+    options: dict[str, Any] = {"grad_clip": AE_CLIP, "warmup_steps": AE_WARMUP if conv else 0,
+                               "grad_centralization": conv}
+    options.update({"momentum": 0.9, "s_ssl": variant} if arm == "ccl" else {"init": variant})
+    run = localearn.fit(
+        "counter_current" if arm == "ccl" else "backprop", "mnist", task="autoencoder", arch=args.ae_arch,
+        data_dir=args.data_dir, epochs=args.epochs_ae, batch_size=args.batch_ae, optimizer="sgd", lr=lr,
+        weight_decay=AE_WEIGHT_DECAY, momentum=0.9, patience=args.epochs_ae, seed=args.seed, progress=False,
+        learner_options=options, callbacks=[CosineLR()] if cosine else [])
+    assert run["status"] == "complete", run.get("diverged")
+    m, unit = run["metrics"], run["units"][0]
+    out = {"config": {"variant": variant, "lr": lr, "cosine": cosine}, "train_seconds": round(m["train_seconds"], 1),
+           "history": [{"epoch": h["epoch"], "val_mse": h["val_mse"]} for h in run["history"]],
+           "epoch": unit["best_epoch"], "val_mse": run["history"][unit["best_epoch"] - 1]["val_mse"],
+           "test_mse": m["test_mse"], "peak_saved_activation_bytes": m["peak_saved_activation_bytes"]}
+    print(json.dumps({"arm": arm, **{k: v for k, v in out.items() if k != "history"}}), flush=True)
+    return out
 
 
 def run_ae(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,7 +232,7 @@ def run_ae(args: argparse.Namespace) -> dict[str, Any]:
         for variant in variants:
             for lr in AE_LRS:
                 for cosine in (False, True) if args.ae_grid == "full" else (False,):
-                    runs[arm].append(_ae_run(data, arm, variant, lr, cosine, args))
+                    runs[arm].append(_ae_run(arm, variant, lr, cosine, args))
     best = {arm: min(rs, key=lambda r: r["val_mse"]) for arm, rs in runs.items()}
     x_train, _ = data.split("train")
     x_test, _ = data.split("test")
@@ -290,7 +247,8 @@ def run_ae(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs_ae,
         "batch_size": args.batch_ae,
         "selected": {
-            arm: {k: r[k] for k in ("config", "val_mse", "test_mse", "train_seconds")} for arm, r in best.items()
+            arm: {k: r[k] for k in ("config", "epoch", "val_mse", "test_mse", "train_seconds")}
+            for arm, r in best.items()
         },
         "runs": runs,
         "mean_image_test_mse": mean_mse,
@@ -299,6 +257,8 @@ def run_ae(args: argparse.Namespace) -> dict[str, Any]:
             # one fixed recipe for both (lr 0.01, constant, each arm's first variant: CCL's first
             # s_ssl, BP at CCL's init)
             "test_mse_ccl_over_bp_same_recipe": same["ccl"]["test_mse"] / same["bp"]["test_mse"],
+            "saved_bytes_ccl_over_bp_same_recipe": same["ccl"]["peak_saved_activation_bytes"]
+            / same["bp"]["peak_saved_activation_bytes"],
         },
     }
 

@@ -1,9 +1,9 @@
 """What this machine can measure, and why not (``localearn env``).
 
 Reference: STUDY_PROTOCOL.md Rule 3 (energy methods ``nvml_energy_counter``, ``rapl``,
-``not_measured``; CO2e via CodeCarbon offline) and DESIGN.md "Kernels" (Triton on CUDA, the
-torch reference elsewhere). Each entry says ``available`` and either what was found or the reason
-it is missing; nothing here starts a measurement.
+``not_measured``; CO2e via CodeCarbon offline) and DESIGN.md "Kernels" (Triton on CUDA, the torch
+reference elsewhere). Each entry says ``available`` and what was found or why it is missing;
+nothing here starts a measurement.
 """
 
 from __future__ import annotations
@@ -19,47 +19,46 @@ from localearn.measure.provenance import package_version
 from localearn.measure.rapl import DEFAULT_ROOT, discover_zones
 
 
+def _absent(reason: str | None, **extra: Any) -> dict[str, Any]:
+    return {"available": False, **extra, "reason": reason}
+
+
 def cuda_status() -> dict[str, Any]:
     base = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
     if not torch.cuda.is_available():
-        reason = ("torch was built without CUDA" if torch.version.cuda is None
-                  else "no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)")
-        return {"available": False, **base, "reason": reason}
+        return _absent("torch was built without CUDA" if torch.version.cuda is None else
+                       "no CUDA device visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)", **base)
     return {"available": True, **base,
             "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
 
 
 def nvml_status() -> dict[str, Any]:
     nvml, reason = load_nvml()
+    version = package_version("nvidia-ml-py")
     if nvml is None:
-        return {"available": False, "nvidia_ml_py": package_version("nvidia-ml-py"), "reason": reason}
+        return _absent(reason, nvidia_ml_py=version)
+    gpus = []
     try:
-        gpus = []
         for i in range(int(nvml.nvmlDeviceGetCount())):
             gpu = CudaGpu(nvml, nvml.nvmlDeviceGetHandleByIndex(i))
             info, others = gpu.info(), sorted(foreign_pids(gpu.processes()))
             method = "nvml_energy_counter" if gpu.energy_mj() is not None else "not_measured (no energy counter)"
             gpus.append({**info, "index": i, "energy_method": method, "other_processes": others,
                          "attributable": not info["mig_enabled"] and not others})
-        return {"available": True, "nvidia_ml_py": package_version("nvidia-ml-py"), "gpus": gpus}
     finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
+        CudaGpu(nvml, None).close()  # nvmlShutdown, errors swallowed
+    return {"available": True, "nvidia_ml_py": version, "gpus": gpus}
 
 
 def rapl_status(root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
     zones, reason = discover_zones(root)
-    if not zones:
-        return {"available": False, "reason": reason}
-    return {"available": True, "zones": [f"{z.path.name} ({z.name})" for z in zones]}
+    return {"available": True, "zones": [f"{z.path.name} ({z.name})" for z in zones]} if zones else _absent(reason)
 
 
 def codecarbon_status() -> dict[str, Any]:
     cc = package_version("codecarbon")
     if cc is None:
-        return {"available": False, "reason": "codecarbon is not installed"}
+        return _absent("codecarbon is not installed")
     from localearn.measure.carbon import energy_mix_countries
 
     return {"available": True, "version": cc, "countries": len(energy_mix_countries()),
@@ -69,12 +68,11 @@ def codecarbon_status() -> dict[str, Any]:
 def triton_status() -> dict[str, Any]:
     tv = package_version("triton")
     if tv is None:
-        return {"available": False, "reason": "triton is not installed (the torch kernels are used)"}
+        return _absent("triton is not installed (the torch kernels are used)")
     if not torch.cuda.is_available():
         interp = os.environ.get("TRITON_INTERPRET") == "1"
-        return {"available": False, "version": tv,
-                "reason": "no CUDA GPU: kernels use the torch reference"
-                + (" (TRITON_INTERPRET=1 runs Triton on the CPU for tests)" if interp else "")}
+        return _absent("no CUDA GPU: kernels use the torch reference"
+                       + (" (TRITON_INTERPRET=1 runs Triton on the CPU for tests)" if interp else ""), version=tv)
     return {"available": True, "version": tv}
 
 
@@ -108,3 +106,4 @@ def format_environment(report: dict[str, Any]) -> str:
         ok = entry["available"]
         lines.append(f"  {label:<20} {'yes' if ok else 'no '}  - {_detail(key, entry) if ok else entry['reason']}")
     return "\n".join(lines)
+

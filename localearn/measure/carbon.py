@@ -1,35 +1,22 @@
 """CO2e estimates with CodeCarbon's offline tracker and an explicit country.
 
-Reference: Courty, Schmidt, Luccioni et al., "CodeCarbon" (software, doi:10.5281/zenodo.4658424);
-Lacoste et al., "Quantifying the Carbon Emissions of Machine Learning", arXiv:1910.09700.
-STUDY_PROTOCOL.md Rule 3: a fresh offline tracker per run, an explicit country code (no code is
-an error, never a world average), and the return value checked because CodeCarbon logs and
-swallows its own exceptions. The figure is an *estimate*: CodeCarbon multiplies its own power
-model (RAPL or a TDP table for the CPU, NVML for the GPU, a per-GB constant for RAM) by a yearly
-country-average carbon intensity, so it is labelled ``codecarbon_offline (estimated)``. CodeCarbon
-is imported when a tracker starts, never by ``import localearn``.
+References: Courty, Schmidt, Luccioni et al., "CodeCarbon" (doi:10.5281/zenodo.4658424); Lacoste
+et al., "Quantifying the Carbon Emissions of Machine Learning", arXiv:1910.09700. STUDY_PROTOCOL.md
+Rule 3: a fresh offline tracker per run, an explicit country (never a world average), and the
+result checked, because CodeCarbon logs and swallows its own exceptions. The figure is CodeCarbon's
+power model × a yearly country-average intensity, hence ``codecarbon_offline (estimated)``.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 from typing import Any
 
 from localearn.errors import ConfigError
 from localearn.measure.provenance import package_version
 
 METHOD = "codecarbon_offline (estimated)"
-
-
-class _Capture(logging.Handler):
-    """Keeps CodeCarbon's warnings and errors so that a failed estimate can say why."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname}: {record.getMessage()}")
 
 
 def energy_mix_countries() -> dict[str, str]:
@@ -43,11 +30,8 @@ def energy_mix_countries() -> dict[str, str]:
 
 
 def resolve_country(code: str | None) -> str:
-    """Validate ``code`` against CodeCarbon's energy-mix table; return the alpha-3 code.
-
-    CodeCarbon 3.x wants ISO 3166-1 alpha-3 (``POL``) and silently uses the world average for a
-    code it has no data for, so the code is checked here; alpha-2 (``PL``) is converted with
-    ``pycountry`` (a CodeCarbon dependency).
+    """The alpha-3 code for ``code`` (alpha-3, or alpha-2 via ``pycountry``), checked against
+    CodeCarbon's energy-mix table, which would otherwise silently fall back to the world average.
 
     Raises:
         ConfigError: no code, or a code CodeCarbon has no energy-mix data for.
@@ -58,7 +42,7 @@ def resolve_country(code: str | None) -> str:
     alpha3 = raw = str(code).strip().upper()
     countries = energy_mix_countries()
     if len(raw) == 2:
-        import pycountry
+        import pycountry  # a CodeCarbon dependency
 
         match = pycountry.countries.get(alpha_2=raw)
         if match is None:
@@ -74,36 +58,35 @@ def resolve_country(code: str | None) -> str:
 
 
 class CarbonTracker:
-    """A fresh :class:`codecarbon.OfflineEmissionsTracker` that writes no files and stays quiet.
+    """A fresh quiet :class:`codecarbon.OfflineEmissionsTracker` that writes no files.
 
     Args:
-        country: ISO 3166-1 alpha-3 or alpha-2 code (validated by :func:`resolve_country`).
+        country: ISO 3166-1 alpha-3 or alpha-2 code (validated now, before any training).
         measure_power_secs: CodeCarbon's sampling interval.
-        log_level: level for the ``codecarbon`` logger while the tracker lives.
     """
 
-    def __init__(self, country: str | None, measure_power_secs: float = 5.0, log_level: str = "error") -> None:
+    def __init__(self, country: str | None, measure_power_secs: float = 5.0) -> None:
         self.country = resolve_country(country)
-        self.measure_power_secs, self.log_level = measure_power_secs, log_level
+        self.measure_power_secs = measure_power_secs
         self._tracker: Any = None
-        self._capture = _Capture()
+        self._capture = logging.handlers.BufferingHandler(10_000)  # CodeCarbon's warnings: why it failed
+        self._capture.setLevel(logging.WARNING)
         self._logger = logging.getLogger("codecarbon")
         self._old_level = self._logger.level
         self._result: dict[str, Any] | None = None
 
     def start(self) -> None:
-        """Create and start the tracker (CodeCarbon's INFO chatter is silenced first)."""
         from codecarbon import OfflineEmissionsTracker
 
-        self._logger.setLevel(self.log_level.upper())
+        self._logger.setLevel("ERROR")  # silence CodeCarbon's INFO chatter
         self._logger.addHandler(self._capture)
-        self._tracker = OfflineEmissionsTracker(  # an empty output list: no emissions.csv in the cwd
-            country_iso_code=self.country, log_level=self.log_level, measure_power_secs=self.measure_power_secs,
+        self._tracker = OfflineEmissionsTracker(  # no output methods: no emissions.csv in the cwd
+            country_iso_code=self.country, log_level="error", measure_power_secs=self.measure_power_secs,
             tracking_mode="process", allow_multiple_runs=True, project_name="localearn", output_methods=[])
         self._tracker.start()
 
     def stop(self) -> dict[str, Any]:
-        """Stop the tracker and return the estimate, or a failure that says why."""
+        """Stop the tracker; the estimate, or ``status: failed`` with CodeCarbon's messages."""
         if self._result is not None:
             return self._result
         tracker, self._tracker = self._tracker, None
@@ -112,21 +95,23 @@ class CarbonTracker:
         finally:
             self._logger.removeHandler(self._capture)
             self._logger.setLevel(self._old_level)
+        messages = [f"{r.levelname}: {r.getMessage()}" for r in self._capture.buffer][-5:]
         base: dict[str, Any] = {"method": METHOD, "country_iso_code": self.country,
                                 "codecarbon_version": package_version("codecarbon"), "tracking_mode": "process"}
         data = getattr(tracker, "final_emissions_data", None)
         if kg is None or data is None:
-            why = "; ".join(self._capture.messages[-5:]) or "CodeCarbon returned no result"
+            why = "; ".join(messages) or "CodeCarbon returned no result"
             self._result = {**base, "status": "failed", "kg_co2e": None,
                             "reason": f"CodeCarbon failed (it swallows its exceptions): {why}"}
             return self._result
-        kwh = {f"{k}_kwh": float(getattr(data, k)) for k in ("cpu_energy", "gpu_energy", "ram_energy")}
-        watts = {f"{k}_w": float(getattr(data, k)) for k in ("cpu_power", "gpu_power", "ram_power")}
         self._result = {
             **base, "status": "estimated", "kg_co2e": float(kg), "country_name": data.country_name,
-            "energy_kwh": float(data.energy_consumed), **kwh, "duration_s": float(data.duration), **watts,
+            "energy_kwh": float(data.energy_consumed),
+            **{f"{k}_kwh": float(getattr(data, k)) for k in ("cpu_energy", "gpu_energy", "ram_energy")},
+            "duration_s": float(data.duration),
+            **{f"{k}_w": float(getattr(data, k)) for k in ("cpu_power", "gpu_power", "ram_power")},
             "hardware_models": [str(h) for h in (getattr(tracker, "_conf", {}) or {}).get("hardware", [])],
-            "warnings": self._capture.messages[-5:],
+            "warnings": messages,
             "note": "CodeCarbon's own power model x yearly country-average carbon intensity; "
             "an estimate, not a measurement",
         }

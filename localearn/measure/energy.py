@@ -1,24 +1,12 @@
-"""Measured energy per metered window: the NVML energy counter (GPU) and RAPL (CPU), plus CO2e.
+"""Measured energy per metered window: the NVML energy counter (GPU) or RAPL (CPU), plus CO2e.
 
-References: NVIDIA, "NVML API Reference" (``nvmlDeviceGetTotalEnergyConsumption``: mJ since the
-driver was loaded, Volta and newer, updated about every 100 ms); Intel SDM Vol. 3B §15.10 (RAPL).
-The rules are STUDY_PROTOCOL.md Rule 3:
-
-* the GPU counter is read at the device-synchronised edges of every window (:class:`PhaseMeter`
-  synchronises before calling the probe); windows shorter than ``min_window_s`` (5 s) are
-  flagged, because a 100 ms counter cannot resolve them. A GPU without the counter is reported
-  ``not_measured`` with that reason (no power-poll estimate);
-* an idle baseline (``idle_seconds``, default 10 s, after the CUDA context exists and before the
-  first window) gives idle watts; raw energy and ``raw - idle W x duration`` are both reported;
-* a MIG slice or other processes on the GPU make the GPU figure "cannot attribute", never a
-  number;
-* CPU package and DRAM come from one reader per run: the project's RAPL reader
-  (:mod:`localearn.measure.rapl`, per window) when no CO2e is asked for; with a ``country``,
-  CodeCarbon's tracker (:mod:`localearn.measure.carbon`) reads the CPU itself, so the per-window
-  CPU figure is ``not_measured`` and CodeCarbon's whole-run CPU energy is under ``co2e``.
-
-:class:`EnergyProbe` plugs into the trainer's :class:`PhaseMeter`; :meth:`EnergyProbe.report`
-returns ``{"energy": ..., "gpu_memory": ...}``, merged into ``run.json`` ``metrics``.
+References: NVIDIA, "NVML API Reference" (``nvmlDeviceGetTotalEnergyConsumption``, mJ, updated
+about every 100 ms); Intel SDM Vol. 3B §15.10 (RAPL). STUDY_PROTOCOL.md Rule 3: counters are read
+at the device-synchronised edges of every :class:`PhaseMeter` window; an idle baseline before the
+first window gives idle watts (raw and idle-adjusted energy are both reported); a GPU without the
+counter is ``not_measured`` (never estimated from power samples); a MIG slice or other processes
+make it "cannot attribute". One CPU reader per run: the project's RAPL reader per window, or, with
+a ``country``, CodeCarbon's tracker (its whole-run CPU energy is then under ``co2e``).
 """
 
 from __future__ import annotations
@@ -31,7 +19,7 @@ import torch
 
 from localearn.errors import ConfigError
 from localearn.measure.carbon import CarbonTracker
-from localearn.measure.energy_report import Readings, Window, build_report
+from localearn.measure.energy_report import Window, build_report
 from localearn.measure.gpu import Gpu, foreign_pids, open_gpu, own_memory
 from localearn.measure.rapl import DEFAULT_ROOT, RaplReader, discover_zones, split_domains
 
@@ -40,14 +28,15 @@ NO_COUNTER = ("the GPU has no energy counter (nvmlDeviceGetTotalEnergyConsumptio
 
 
 class EnergyProbe:
-    """GPU (NVML) and CPU (RAPL) energy per phase and per training unit, plus optional CO2e.
+    """GPU (NVML) and CPU (RAPL) energy per phase and per training unit, plus optional CO2e;
+    :meth:`report` gives ``{"energy": ..., "gpu_memory": ...}`` for ``run.json`` ``metrics``.
 
     Args:
         device: the training device; None takes the trainer's (via :meth:`attach`).
         idle_seconds: length of the idle baseline before the first window (0 skips it).
         country: ISO 3166-1 code for CodeCarbon's CO2e estimate; None means no CO2e.
         rapl_root: the powercap directory (tests pass a fake tree).
-        min_window_s: windows shorter than this are flagged.
+        min_window_s: windows shorter than this are flagged (a ~100 ms counter cannot resolve them).
         gpu: a GPU reader (:class:`~localearn.measure.gpu.Gpu`; tests pass a fake); None opens
             NVML for a CUDA device.
     """
@@ -58,22 +47,21 @@ class EnergyProbe:
         if idle_seconds < 0:
             raise ConfigError(f"idle_seconds must be >= 0, got {idle_seconds}")
         self.device = torch.device(device) if device is not None else None
-        self.idle_seconds, self.min_window_s = float(idle_seconds), min_window_s
-        self.rapl_root = Path(rapl_root)
+        self.idle_seconds, self.min_window_s, self.rapl_root = float(idle_seconds), min_window_s, Path(rapl_root)
         self.carbon = CarbonTracker(country) if country is not None else None  # a bad code fails now
         self.meter: Any = None
         self.gpu: Gpu | None = gpu
-        self.gpu_reason: str | None = None
         self.rapl: RaplReader | None = None
+        self.gpu_reason: str | None = None
         self.cpu_reason: str | None = None
         self.windows: list[Window] = []
-        self._open: dict[str, tuple[float, str | None, float | None, dict[Any, int]]] = {}
-        self._begun = False
         self.baseline: dict[str, Any] = {}
-        self._foreign: set[int] = set()
+        self.foreign: set[int] = set()
         self.process_memory_peak: int | None = None
         self.context_bytes: int | None = None
         self.start_temperature: float | None = None
+        self._open: dict[str, tuple[float, str | None, float | None, dict[Any, int]]] = {}
+        self._begun = False
         self._report: dict[str, Any] | None = None
 
     def attach(self, meter: Any) -> None:
@@ -83,16 +71,16 @@ class EnergyProbe:
             self.device = torch.device(meter.device)
 
     @property
-    def _on_gpu(self) -> bool:
+    def on_gpu(self) -> bool:
         return self.device is not None and self.device.type == "cuda"
 
     def begin(self) -> None:
-        """Open the meters and measure the idle baseline (called by the first window if not
-        before; call it yourself after building the model to keep the wait out of set-up)."""
+        """Open the meters and measure the idle baseline (the first window calls it; call it after
+        building the model to keep the wait out of set-up)."""
         if self._begun:
             return
         self._begun = True
-        if not self._on_gpu:
+        if not self.on_gpu:
             self.gpu = None
             self.gpu_reason = f"the run used the {(self.device or torch.device('cpu')).type.upper()}, not a GPU"
         elif self.gpu is None:
@@ -113,34 +101,30 @@ class EnergyProbe:
             self.rapl = RaplReader(self.rapl_root)
         else:
             self.cpu_reason = f"RAPL: {rapl_reason}"
-        if self._gpu_j() is not None or self.rapl is not None:
-            self._measure_baseline()
-        else:
+        if self._gpu_j() is None and self.rapl is None:
             self.baseline = {"status": "not_measured",
                              "reason": "no energy meter on this machine (no GPU counter, no RAPL)"}
+        elif self.idle_seconds <= 0:
+            self.baseline = {"status": "skipped", "reason": "idle_seconds=0"}
+        else:
+            self._measure_baseline()
         if self.carbon is not None:
             self.carbon.start()  # after the baseline: CO2e covers the run, not the idle wait
 
     def _measure_baseline(self) -> None:
-        if self.idle_seconds <= 0:
-            self.baseline = {"status": "skipped", "reason": "idle_seconds=0"}
-            return
         t0, e0, r0 = time.perf_counter(), self._gpu_j(), self._rapl()
         time.sleep(self.idle_seconds)
-        t1, e1, r1 = time.perf_counter(), self._gpu_j(), self._rapl()
-        dt = t1 - t0
-        base: dict[str, Any] = {"status": "measured", "seconds": dt}
+        dt, e1, r1 = time.perf_counter() - t0, self._gpu_j(), self._rapl()
+        self.baseline = {"status": "measured", "seconds": dt}
         if e0 is not None and e1 is not None and self.gpu is not None:
-            base["gpu_idle_w"] = (e1 - e0) / dt
-            base["gpu_temperature_c_after"] = self.gpu.temperature()
+            self.baseline.update(gpu_idle_w=(e1 - e0) / dt, gpu_temperature_c_after=self.gpu.temperature())
         if self.rapl is not None:
-            base["cpu_idle_w"] = {k: v / dt for k, v in split_domains(r0, r1).items()}
-        self.baseline = base
+            self.baseline["cpu_idle_w"] = {k: v / dt for k, v in split_domains(r0, r1).items()}
 
     def _check_processes(self) -> None:
         if self.gpu is not None:
             procs = self.gpu.processes()
-            self._foreign.update(foreign_pids(procs))
+            self.foreign.update(foreign_pids(procs))
             used = own_memory(procs)
             if used is not None:
                 self.process_memory_peak = max(self.process_memory_peak or 0, used)
@@ -151,13 +135,6 @@ class EnergyProbe:
 
     def _rapl(self) -> dict[Any, int]:
         return self.rapl.totals_uj() if self.rapl is not None else {}
-
-    def _sample(self, win: Window) -> None:
-        if self.gpu is not None:
-            for value, into in ((self.gpu.power_w(), win.power_w), (self.gpu.utilization(), win.util),
-                                (self.gpu.sm_clock(), win.clock)):
-                if value is not None:
-                    into.append(value)
 
     def start(self, phase: str) -> None:
         self.begin()
@@ -172,7 +149,11 @@ class EnergyProbe:
         win.gpu_j = e1 - e0 if e0 is not None and e1 is not None else None
         if self.rapl is not None:
             win.cpu_j = split_domains(r0, r1)
-        self._sample(win)
+        if self.gpu is not None:  # edge samples: peak power, utilisation, SM clock
+            for value, into in ((self.gpu.power_w(), win.power_w), (self.gpu.utilization(), win.util),
+                                (self.gpu.sm_clock(), win.clock)):
+                if value is not None:
+                    into.append(value)
         self._check_processes()
         self.windows.append(win)
 
@@ -183,28 +164,10 @@ class EnergyProbe:
 
     def report(self) -> dict[str, Any]:
         """``{"energy": {...}, "gpu_memory": {...}}`` for ``run.json`` ``metrics``."""
-        if self._report is not None:
-            return self._report
-        self.begin()
-        co2e = self.carbon.stop() if self.carbon is not None else {
-            "method": "not_requested", "reason": "no --country given (CO2e needs an explicit country)"}
-        info = self.gpu.info() if self.gpu is not None else None
-        if info is not None:
-            info["temperature_c_start"] = self.start_temperature
-        memory: dict[str, Any] = {"method": "not_measured", "reason": self.gpu_reason}
-        if self.gpu is not None:
-            memory = {"nvml_process_peak_bytes": self.process_memory_peak,
-                      "cuda_context_bytes": self.context_bytes,
-                      "method": "nvmlDeviceGetComputeRunningProcesses usedGpuMemory at window edges "
-                      "(peak); context = NVML process memory - torch.cuda.memory_reserved before training"}
-        metered = sum(getattr(self.meter, "windows", {}).values()) if self.meter is not None else 0
-        readings = Readings(
-            on_gpu=self._on_gpu, windows=self.windows, baseline=self.baseline,
-            min_window_s=self.min_window_s, metered_windows=metered, gpu_info=info,
-            gpu_reason=self.gpu_reason, foreign_pids=sorted(self._foreign),
-            cpu_domains=sorted({z.name for z in self.rapl.zones})
-            if self.rapl is not None else None,
-            cpu_reason=self.cpu_reason, gpu_memory=memory)
-        self._report = build_report(readings, co2e)
-        self.close()
+        if self._report is None:
+            self.begin()
+            co2e = self.carbon.stop() if self.carbon is not None else {
+                "method": "not_requested", "reason": "no --country given (CO2e needs an explicit country)"}
+            self._report = build_report(self, co2e)
+            self.close()
         return self._report

@@ -1,9 +1,9 @@
-"""Turns the energy probe's metered windows into the ``run.json`` block, and the CLI lines.
+"""The ``run.json`` energy block built from an energy probe's windows, and the CLI's lines.
 
-Reference: STUDY_PROTOCOL.md Rule 3 (method label on every number; raw and baseline-adjusted
-energy; training cost = ``warmup`` + ``train`` windows; short windows flagged; "cannot attribute"
-instead of a number on a MIG slice or a shared GPU). This module reads a :class:`Readings` and
-imports nothing from the probe, so the two files do not import each other.
+Reference: STUDY_PROTOCOL.md Rule 3: a method label on every number; raw and idle-adjusted joules;
+training cost = ``warmup`` + ``train`` windows; short windows flagged; "cannot attribute" instead
+of a number on a MIG slice or a shared GPU. This module reads the probe's attributes and imports
+nothing from :mod:`localearn.measure.energy`, so the two do not import each other.
 """
 
 from __future__ import annotations
@@ -29,138 +29,111 @@ class Window:
     clock: list[float] = field(default_factory=list)
 
 
-@dataclass
-class Readings:
-    """What the probe measured; :func:`build_report` needs nothing else."""
-
-    on_gpu: bool
-    windows: list[Window]
-    baseline: dict[str, Any]
-    min_window_s: float
-    metered_windows: int
-    gpu_info: dict[str, Any] | None = None  # None: no GPU reader
-    gpu_reason: str | None = None  # why GPU energy is not measured (reader absent or no counter)
-    foreign_pids: list[int] = field(default_factory=list)
-    cpu_domains: list[str] | None = None  # None: CPU energy not measured
-    cpu_reason: str | None = None
-    gpu_memory: dict[str, Any] = field(default_factory=dict)
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
 
 
 def _group(ws: list[Window], joules: Callable[[Window], float | None], idle_w: float | None,
-           r: Readings, gpu: bool) -> dict[str, Any]:
-    """Joules, adjusted joules, seconds, window counts (and GPU power stats) over ``ws``."""
-    seconds = sum(w.seconds for w in ws)
-    js = [joules(w) for w in ws]
+           min_window_s: float, gpu: bool) -> dict[str, Any]:
+    """Joules, idle-adjusted joules, seconds and window counts over ``ws`` (GPU: power stats)."""
+    seconds, js = sum(w.seconds for w in ws), [joules(w) for w in ws]
     total = None if any(j is None for j in js) else float(sum(j for j in js if j is not None))
     out: dict[str, Any] = {
         "joules": total,
         "adjusted_joules": total - idle_w * seconds if total is not None and idle_w is not None else None,
-        "seconds": seconds,
-        "windows": len(ws),
-        "short_windows": sum(1 for w in ws if w.seconds < r.min_window_s),
+        "seconds": seconds, "windows": len(ws), "short_windows": sum(w.seconds < min_window_s for w in ws),
     }
     if gpu:  # mean power from the counter; peak, utilisation and clock sampled at window edges
         power = [p for w in ws for p in w.power_w]
-        util = [u for w in ws for u in w.util]
-        clock = [c for w in ws for c in w.clock]
-        out["mean_power_w"] = total / seconds if total is not None and seconds > 0 else None
-        out["peak_power_w"] = max(power, default=None)
-        out["mean_utilization_pct"] = sum(util) / len(util) if util else None
-        out["mean_sm_clock_mhz"] = sum(clock) / len(clock) if clock else None
-        out["power_samples"] = len(power)
+        out.update(mean_power_w=total / seconds if total is not None and seconds > 0 else None,
+                   peak_power_w=max(power, default=None),
+                   mean_utilization_pct=_mean([u for w in ws for u in w.util]),
+                   mean_sm_clock_mhz=_mean([c for w in ws for c in w.clock]), power_samples=len(power))
     return out
 
 
-def _breakdown(r: Readings, joules: Callable[[Window], float | None], idle_w: float | None,
-               gpu: bool) -> dict[str, Any]:
+def _breakdown(probe: Any, joules: Callable[[Window], float | None], idle_w: float | None, gpu: bool) -> dict[str, Any]:
     def group(ws: list[Window]) -> dict[str, Any]:
-        return _group(ws, joules, idle_w, r, gpu)
+        return _group(ws, joules, idle_w, probe.min_window_s, gpu)
 
-    phases = list(dict.fromkeys(w.phase for w in r.windows))
-    units = list(dict.fromkeys(w.unit for w in r.windows if w.unit is not None))
-    train, total = group([w for w in r.windows if w.phase in TRAINING]), group(r.windows)
+    wins: list[Window] = probe.windows
+    phases = list(dict.fromkeys(w.phase for w in wins))
     per_unit = {}
-    for u in units:
-        mine = [w for w in r.windows if w.unit == u]
+    for u in dict.fromkeys(w.unit for w in wins if w.unit is not None):
+        mine = [w for w in wins if w.unit == u]
         per_unit[u] = {"training": group([w for w in mine if w.phase in TRAINING]),
-                       **{ph: group([w for w in mine if w.phase == ph])
-                          for ph in phases if any(w.phase == ph for w in mine)}}
+                       **{ph: group([w for w in mine if w.phase == ph]) for ph in dict.fromkeys(w.phase for w in mine)}}
+    train, total = group([w for w in wins if w.phase in TRAINING]), group(wins)
     return {
-        "train_joules": train["joules"],  # training cost: warmup + train windows (Rule 3)
-        "train_adjusted_joules": train["adjusted_joules"],
-        "total_joules": total["joules"],
-        "total_adjusted_joules": total["adjusted_joules"],
-        "idle_w": idle_w,
-        "training": train,
-        "per_phase": {ph: group([w for w in r.windows if w.phase == ph]) for ph in phases},
-        "per_unit": per_unit,
+        "train_joules": train["joules"], "train_adjusted_joules": train["adjusted_joules"],  # cost: Rule 3
+        "total_joules": total["joules"], "total_adjusted_joules": total["adjusted_joules"],
+        "idle_w": idle_w, "training": train,
+        "per_phase": {ph: group([w for w in wins if w.phase == ph]) for ph in phases}, "per_unit": per_unit,
     }
 
 
-def _not_measured(reason: str | None, **extra: Any) -> dict[str, Any]:
-    return {"method": "not_measured", "status": "not_measured", "reason": reason, **extra}
+def _not_measured(reason: str | None) -> dict[str, Any]:
+    return {"method": "not_measured", "status": "not_measured", "reason": reason}
 
 
-def _gpu_section(r: Readings) -> dict[str, Any]:
-    if r.gpu_info is None:
-        return _not_measured(r.gpu_reason)
-    section: dict[str, Any] = {"scope": "GPU board only (not CPU, DRAM, PSU or cooling)", "device": r.gpu_info}
-    unattributable = {"method": "cannot_attribute", "status": "cannot_attribute"}
-    if r.gpu_info.get("mig_enabled"):
-        return {**section, **unattributable,
-                "reason": "the GPU is a MIG slice (or MIG mode is on): its energy counter covers the "
-                "whole board, so this run's share cannot be attributed"}
-    if r.foreign_pids:
-        return {**section, **unattributable, "other_pids": r.foreign_pids,
-                "reason": f"other processes used the GPU during the run (PIDs {r.foreign_pids}); "
-                "the board's energy cannot be attributed to this run"}
-    if r.gpu_reason is not None:
-        return {**section, **_not_measured(r.gpu_reason)}
-    idle = r.baseline.get("gpu_idle_w")
+def _gpu_section(probe: Any) -> dict[str, Any]:
+    if probe.gpu is None:
+        return _not_measured(probe.gpu_reason)
+    info = {**probe.gpu.info(), "temperature_c_start": probe.start_temperature}
+    section: dict[str, Any] = {"scope": "GPU board only (not CPU, DRAM, PSU or cooling)", "device": info}
+    unattributable = {**section, "method": "cannot_attribute", "status": "cannot_attribute"}
+    if info.get("mig_enabled"):
+        return {**unattributable, "reason": "the GPU is a MIG slice (or MIG mode is on): its energy counter "
+                "covers the whole board, so this run's share cannot be attributed"}
+    if probe.foreign:
+        pids = sorted(probe.foreign)
+        return {**unattributable, "other_pids": pids, "reason": f"other processes used the GPU during the "
+                f"run (PIDs {pids}); the board's energy cannot be attributed to this run"}
+    if probe.gpu_reason is not None:
+        return {**section, **_not_measured(probe.gpu_reason)}
     return {**section, "method": "nvml_energy_counter", "status": "measured",
-            **_breakdown(r, lambda w: w.gpu_j, idle, True)}
+            **_breakdown(probe, lambda w: w.gpu_j, probe.baseline.get("gpu_idle_w"), True)}
 
 
-def _cpu_section(r: Readings) -> dict[str, Any]:
-    if r.cpu_domains is None:
-        return _not_measured(r.cpu_reason)
-    idle = r.baseline.get("cpu_idle_w")
+def _cpu_section(probe: Any) -> dict[str, Any]:
+    if probe.rapl is None:
+        return _not_measured(probe.cpu_reason)
+    idle = probe.baseline.get("cpu_idle_w")
+    idle_w = sum(idle.values()) if isinstance(idle, dict) else None
     per_domain: dict[str, float] = {}
-    for w in r.windows:
+    for w in probe.windows:
         for dom, j in w.cpu_j.items():
             per_domain[dom] = per_domain.get(dom, 0.0) + j
-    return {
-        "method": "rapl", "status": "measured",
-        "scope": "CPU package(s) + DRAM, whole machine (every process on the socket)",
-        "domains": r.cpu_domains,
-        **_breakdown(r, lambda w: sum(w.cpu_j.values()), sum(idle.values()) if isinstance(idle, dict) else None,
-                     False),
-        "per_domain_joules": per_domain,
-    }
+    return {"method": "rapl", "status": "measured",
+            "scope": "CPU package(s) + DRAM, whole machine (every process on the socket)",
+            "domains": sorted({z.name for z in probe.rapl.zones}),
+            **_breakdown(probe, lambda w: sum(w.cpu_j.values()), idle_w, False),
+            "per_domain_joules": per_domain}
 
 
-def build_report(r: Readings, co2e: dict[str, Any]) -> dict[str, Any]:
-    """``{"energy": ..., "gpu_memory": ...}`` for ``run.json`` ``metrics``."""
-    gpu, cpu = _gpu_section(r), _cpu_section(r)
-    head = gpu if r.on_gpu else cpu
-    energy: dict[str, Any] = {
-        "method": head["method"],
-        "scope": head.get("scope", "GPU" if r.on_gpu else "CPU"),
-        **{k: head.get(k) for k in ("train_joules", "train_adjusted_joules", "total_joules")},
-    }
+def build_report(probe: Any, co2e: dict[str, Any]) -> dict[str, Any]:
+    """``{"energy": ..., "gpu_memory": ...}`` from an :class:`~localearn.measure.energy.EnergyProbe`."""
+    gpu, cpu = _gpu_section(probe), _cpu_section(probe)
+    head = gpu if probe.on_gpu else cpu
+    energy: dict[str, Any] = {"method": head["method"], "scope": head.get("scope", "GPU" if probe.on_gpu else "CPU"),
+                              **{k: head.get(k) for k in ("train_joules", "train_adjusted_joules", "total_joules")}}
     if head["status"] != "measured":
-        energy["reason"] = head["reason"] if r.on_gpu else f"{head['reason']}; no GPU in this run"
+        energy["reason"] = head["reason"] if probe.on_gpu else f"{head['reason']}; no GPU in this run"
     energy.update(
-        gpu=gpu, cpu=cpu, baseline=r.baseline, co2e=co2e, windows=len(r.windows),
-        short_window_rule=f"windows shorter than {r.min_window_s:g} s are counted in "
+        gpu=gpu, cpu=cpu, baseline=probe.baseline, co2e=co2e, windows=len(probe.windows),
+        short_window_rule=f"windows shorter than {probe.min_window_s:g} s are counted in "
         "'short_windows': a counter updated every ~100 ms cannot resolve them; read the sums",
-        adjusted="adjusted_joules = raw joules - idle W x window seconds "
-        "(idle baseline measured before the run)",
-    )
-    if r.metered_windows > len(r.windows):
-        energy["partial"] = (f"only {len(r.windows)} of {r.metered_windows} metered windows were seen "
+        adjusted="adjusted_joules = raw joules - idle W x window seconds (idle baseline measured before the run)")
+    metered = sum(getattr(probe.meter, "windows", {}).values()) if probe.meter is not None else 0
+    if metered > len(probe.windows):
+        energy["partial"] = (f"only {len(probe.windows)} of {metered} metered windows were seen "
                              "by this probe (a resumed run): energy covers this process's part only")
-    return {"energy": energy, "gpu_memory": r.gpu_memory}
+    memory: dict[str, Any] = {"method": "not_measured", "reason": probe.gpu_reason}
+    if probe.gpu is not None:
+        memory = {"nvml_process_peak_bytes": probe.process_memory_peak, "cuda_context_bytes": probe.context_bytes,
+                  "method": "nvmlDeviceGetComputeRunningProcesses usedGpuMemory at window edges "
+                  "(peak); context = NVML process memory - torch.cuda.memory_reserved before training"}
+    return {"energy": energy, "gpu_memory": memory}
 
 
 def _kj(j: float | None) -> str:
@@ -186,8 +159,8 @@ def format_energy(energy: dict[str, Any] | None) -> list[str]:
                 short = f", {g['short_windows']} short" if g.get("short_windows") else ""
                 lines.append(f"    {ph:<18} {_kj(g['joules']):>10} over {g['seconds']:.1f} s "
                              f"({g['windows']} windows{short})")
-            for unit, g in head.get("per_unit", {}).items():
-                lines.append(f"    unit {unit:<13} {_kj(g['training']['joules']):>10} training")
+            lines += [f"    unit {unit:<13} {_kj(g['training']['joules']):>10} training"
+                      for unit, g in head.get("per_unit", {}).items()]
     if method.startswith("nvml") and energy.get("cpu", {}).get("status") == "measured":
         lines.append(f"  CPU energy (RAPL)    {_kj(energy['cpu'].get('train_joules'))} train, whole machine")
     co2e = energy.get("co2e") or {}

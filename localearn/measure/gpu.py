@@ -1,15 +1,11 @@
-"""One GPU's readings for the energy probe: NVML's energy counter, processes and MIG mode, plus
-power, temperature, utilisation and SM clock through the ``torch.cuda`` wrappers of NVML.
+"""One GPU's readings for the energy probe: NVML's energy counter, processes and MIG mode; power,
+temperature, utilisation and SM clock through the ``torch.cuda`` wrappers of NVML.
 
-Reference: NVIDIA, "NVML API Reference Guide" (nvidia-ml-py, ``pynvml``;
-``nvmlDeviceGetTotalEnergyConsumption``: mJ since the driver was loaded, Volta and newer). Every
-reading returns None when the board or driver does not support it, so that a missing reading
-becomes "not measured" in the report rather than an exception in the middle of training.
-
-Attribution (STUDY_PROTOCOL.md Rule 3): the energy counter is per board, so a MIG slice or other
-processes on the same GPU make the figure unattributable. NVML reports host PIDs; inside a
-container with its own PID namespace this process's PID is not in the list, so when our PID is
-absent a single listed process is taken to be ours and two or more mean "cannot attribute".
+Reference: NVIDIA, "NVML API Reference Guide" (``nvmlDeviceGetTotalEnergyConsumption``: mJ since
+the driver loaded, Volta and newer). An unsupported reading is None ("not measured" in the report),
+never an exception mid-training. Attribution (STUDY_PROTOCOL.md Rule 3): NVML reports host PIDs;
+in a container with its own PID namespace our PID is absent, so a single listed process is taken
+to be ours and two or more mean "cannot attribute".
 """
 
 from __future__ import annotations
@@ -24,8 +20,8 @@ Process = tuple[int, int | None]  # (pid, bytes NVML charges to it, when visible
 
 
 class Gpu(Protocol):
-    """What the energy probe reads from a GPU (tests pass a fake with these methods): the counter
-    (mJ), power (W), temperature (°C), utilisation (%), SM clock (MHz), processes, board info."""
+    """What the energy probe reads from a GPU (tests pass a fake): counter (mJ), power (W),
+    temperature (°C), utilisation (%), SM clock (MHz), processes, board info."""
 
     def energy_mj(self) -> int | None: ...
     def power_w(self) -> float | None: ...
@@ -46,8 +42,7 @@ def _try(fn: Callable[..., Any], *args: Any) -> Any:
 
 def foreign_pids(procs: list[Process]) -> set[int]:
     """PIDs of other processes on the GPU (see the module docstring on PID namespaces)."""
-    pids = {pid for pid, _ in procs}
-    own = os.getpid()
+    pids, own = {pid for pid, _ in procs}, os.getpid()
     if own in pids:
         return pids - {own}
     return pids if len(pids) > 1 else set()
@@ -72,17 +67,16 @@ class CudaGpu:
     def _nv(self, fn: str, *args: Any) -> Any:
         return _try(getattr(self.nvml, fn), *args)
 
-    def energy_mj(self) -> int | None:
+    def _torch(self, fn: Callable[[Any], int], scale: float = 1.0) -> float | None:
+        value = _try(fn, self.device) if self.device is not None else None
+        return float(value) * scale if value is not None else None
+
+    def energy_mj(self) -> int | None:  # torch has no wrapper for the energy counter
         value = self._nv("nvmlDeviceGetTotalEnergyConsumption", self.handle)
         return int(value) if value is not None else None
 
-    def _torch(self, fn: Callable[[Any], int]) -> float | None:
-        value = _try(fn, self.device) if self.device is not None else None
-        return float(value) if value is not None else None
-
     def power_w(self) -> float | None:
-        mw = self._torch(torch.cuda.power_draw)
-        return mw / 1000.0 if mw is not None else None
+        return self._torch(torch.cuda.power_draw, 1e-3)  # mW
 
     def temperature(self) -> float | None:
         return self._torch(torch.cuda.temperature)
@@ -94,18 +88,13 @@ class CudaGpu:
         return self._torch(torch.cuda.clock_rate)
 
     def processes(self) -> list[Process]:
-        out: list[Process] = []
-        for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            for p in self._nv(fn, self.handle) or []:
-                used = getattr(p, "usedGpuMemory", None)
-                out.append((int(p.pid), int(used) if used is not None else None))
-        return out
+        return [(int(p.pid), None if getattr(p, "usedGpuMemory", None) is None else int(p.usedGpuMemory))
+                for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses")
+                for p in self._nv(fn, self.handle) or []]
 
     def mig_enabled(self) -> bool:
-        if self._nv("nvmlDeviceIsMigDeviceHandle", self.handle):
+        if self._nv("nvmlDeviceIsMigDeviceHandle", self.handle) or "MIG-" in os.environ.get("CUDA_VISIBLE_DEVICES", ""):
             return True  # a MIG slice: the energy counter belongs to the whole board
-        if "MIG-" in os.environ.get("CUDA_VISIBLE_DEVICES", ""):
-            return True
         mode = self._nv("nvmlDeviceGetMigMode", self.handle)
         current = mode[0] if isinstance(mode, (tuple, list)) else mode
         return mode is not None and bool(current == getattr(self.nvml, "NVML_DEVICE_MIG_ENABLE", 1))
@@ -142,21 +131,20 @@ def load_nvml() -> tuple[Any, str | None]:
     """The initialised ``pynvml`` module, or (None, the reason it cannot be used)."""
     try:
         import pynvml
+
+        pynvml.nvmlInit()
     except ImportError:
         return None, "nvidia-ml-py (pynvml) is not installed"
-    try:
-        pynvml.nvmlInit()
     except Exception as exc:
         return None, f"NVML could not be initialised ({type(exc).__name__}: {exc}); no NVIDIA driver"
     return pynvml, None
 
 
 def open_gpu(device: torch.device) -> tuple[CudaGpu | None, str | None]:
-    """Open NVML for ``device``; returns (gpu, None) or (None, the reason it cannot be read)."""
+    """Open NVML for ``device``, matched by UUID (robust to CUDA_VISIBLE_DEVICES reordering)."""
     nvml, reason = load_nvml()
     if nvml is None:
         return None, reason
-    # Match by UUID: robust to CUDA_VISIBLE_DEVICES reordering and UUID lists.
     uuid = str(_try(lambda: torch.cuda.get_device_properties(device).uuid))
     handle = _try(nvml.nvmlDeviceGetHandleByUUID, uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
     if handle is None:

@@ -1,13 +1,10 @@
 """Peak bytes saved for backward, overall and per layer (autograd saved-tensor hooks).
 
-This is the device-independent memory figure of DESIGN.md: exactly what local learning saves,
-because a local layer frees its graph before the next layer runs while backprop keeps every
-layer's activations alive until the single backward pass. Parameters are excluded (they are
-resident anyway); a storage saved by several ops is counted once.
-
-The meter counts *live* saved bytes: a saved tensor is added when autograd packs it and removed
-when its graph is freed (the packed handle is garbage-collected), so the peak is the real high
-water mark, not a sum over steps.
+DESIGN.md's device-independent memory figure: a local layer frees its graph before the next layer
+runs, while backprop keeps every layer's activations until its one backward. The meter counts
+*live* saved bytes (added when autograd packs a tensor, removed when the packed handle is
+garbage-collected with its graph), so the peak is the real high-water mark. Parameters are
+excluded (resident anyway); a storage saved by several ops is counted once.
 """
 
 from __future__ import annotations
@@ -22,8 +19,7 @@ from typing import Any
 import torch
 
 _ACTIVE: contextvars.ContextVar[SavedTensorMeter | None] = contextvars.ContextVar(
-    "localearn_saved_tensor_meter", default=None
-)
+    "localearn_saved_tensor_meter", default=None)
 
 
 class _Packed:
@@ -32,9 +28,7 @@ class _Packed:
     __slots__ = ("key", "meter", "tensor")
 
     def __init__(self, tensor: torch.Tensor, meter: SavedTensorMeter, key: int | None) -> None:
-        self.tensor = tensor
-        self.meter = meter
-        self.key = key
+        self.tensor, self.meter, self.key = tensor, meter, key
 
     def __del__(self) -> None:
         if self.key is not None:
@@ -52,42 +46,29 @@ class SavedTensorMeter:
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
-        self._exclude = {self._storage_key(p) for p in exclude}
+        self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
         self._refs: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self.current_bytes = 0
         self.peak_bytes = 0
         self.per_layer: dict[str, int] = {}
-        self._scopes: list[tuple[str, int, int]] = []  # (name, bytes at entry, peak inside)
+        self._scopes: list[list[Any]] = []  # [name, bytes at entry, peak inside]
         self._hooks: Any = None
         self._token: contextvars.Token[SavedTensorMeter | None] | None = None
-
-    @staticmethod
-    def _storage_key(t: torch.Tensor) -> int:
-        return t.untyped_storage().data_ptr()
-
-    def exclude(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Exclude these tensors' storages (parameters) from the count."""
-        self._exclude.update(self._storage_key(t) for t in tensors)
 
     def _pack(self, tensor: torch.Tensor) -> _Packed:
         if tensor.layout != torch.strided or tensor.is_meta:
             return _Packed(tensor, self, None)
-        key = self._storage_key(tensor)
+        key = tensor.untyped_storage().data_ptr()
         if key == 0 or key in self._exclude:
             return _Packed(tensor, self, None)
-        count = self._refs.get(key, 0)
-        self._refs[key] = count + 1
-        if count == 0:
-            size = tensor.untyped_storage().nbytes()
-            self._sizes[key] = size
-            self.current_bytes += size
-            if self.current_bytes > self.peak_bytes:
-                self.peak_bytes = self.current_bytes
+        self._refs[key] = self._refs.get(key, 0) + 1
+        if self._refs[key] == 1:  # a storage not yet saved: count its bytes once
+            self._sizes[key] = tensor.untyped_storage().nbytes()
+            self.current_bytes += self._sizes[key]
+            self.peak_bytes = max(self.peak_bytes, self.current_bytes)
             if self._scopes:
-                name, base, peak = self._scopes[-1]
-                if self.current_bytes > peak:
-                    self._scopes[-1] = (name, base, self.current_bytes)
+                self._scopes[-1][2] = max(self._scopes[-1][2], self.current_bytes)
         return _Packed(tensor, self, key)
 
     @staticmethod
@@ -95,12 +76,10 @@ class SavedTensorMeter:
         return packed.tensor
 
     def _release(self, key: int) -> None:
-        count = self._refs.get(key, 0) - 1
-        if count <= 0:
-            self._refs.pop(key, None)
+        self._refs[key] = self._refs.get(key, 0) - 1
+        if self._refs[key] <= 0:
+            del self._refs[key]
             self.current_bytes -= self._sizes.pop(key, 0)
-        else:
-            self._refs[key] = count
 
     def __enter__(self) -> SavedTensorMeter:
         pack, unpack = self._pack, self._unpack
@@ -123,15 +102,14 @@ class SavedTensorMeter:
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
         """Attribute the peak reached inside this block to ``name``."""
-        self._scopes.append((name, self.current_bytes, self.current_bytes))
+        self._scopes.append([name, self.current_bytes, self.current_bytes])
         try:
             yield
         finally:
             _, base, peak = self._scopes.pop()
             self.per_layer[name] = max(self.per_layer.get(name, 0), peak - base)
             if self._scopes:  # the enclosing scope saw this peak too
-                outer, obase, opeak = self._scopes[-1]
-                self._scopes[-1] = (outer, obase, max(opeak, peak))
+                self._scopes[-1][2] = max(self._scopes[-1][2], peak)
 
     def state(self) -> dict[str, Any]:
         return {"peak_bytes": self.peak_bytes, "per_layer": dict(self.per_layer)}
@@ -143,19 +121,11 @@ class SavedTensorMeter:
             self.per_layer[k] = max(self.per_layer.get(k, 0), int(v))
 
 
-def active_meter() -> SavedTensorMeter | None:
-    """The meter installed by the enclosing ``with SavedTensorMeter()``, if any."""
-    return _ACTIVE.get()
-
-
 @contextlib.contextmanager
 def layer_scope(name: str) -> Iterator[None]:
     """Attribute saved-tensor peaks to layer ``name``; a no-op when no meter is active."""
     meter = _ACTIVE.get()
-    if meter is None:
-        yield
-        return
-    with meter.scope(name):
+    with meter.scope(name) if meter is not None else contextlib.nullcontext():
         yield
 
 

@@ -1,12 +1,9 @@
 """Named metered windows: ``train``, ``warmup``, ``validate``, ``checkpoint``, ``test``, ``setup``.
 
-STUDY_PROTOCOL.md Rule 3: training cost is the ``train`` window (plus ``warmup``) only; validation
-and checkpoint writes are metered apart so that, e.g., Forward-Forward's C-pass validation never
-hides inside its training cost. Window edges synchronise the device so that queued GPU work is
-charged to the window that launched it.
-
-Other meters (energy, see ``localearn.measure.energy``) plug in as :class:`Probe` objects that are
-told when each window opens and closes.
+STUDY_PROTOCOL.md Rule 3: training cost is the ``train`` (+ ``warmup``) window only; validation
+and checkpoint writes are metered apart (FF's C-pass validation never hides in its training cost).
+Window edges synchronise the device, so queued GPU work is charged to the window that launched it.
+Other meters (energy) plug in as :class:`Probe` objects told when each window opens and closes.
 """
 
 from __future__ import annotations
@@ -20,16 +17,17 @@ import torch
 
 
 class Probe(Protocol):
-    """Something measured over the same windows as wall time (e.g. an energy counter)."""
+    """Something measured over the same windows as wall time (e.g. an energy counter).
+
+    Optional: ``attach(meter)``, called once with the :class:`PhaseMeter`, whose ``device`` and
+    ``unit`` (the training unit running now) the probe may read.
+    """
 
     def start(self, phase: str) -> None: ...
 
     def stop(self, phase: str) -> None: ...
 
     def report(self) -> dict[str, Any]: ...
-
-    # Optional: ``attach(meter)`` is called once with the PhaseMeter, whose ``device`` and
-    # ``unit`` (the training unit running now) the probe may read.
 
 
 def synchronize(device: torch.device | str | None) -> None:
@@ -46,9 +44,8 @@ class PhaseMeter:
         self.probes: list[Probe] = list(probes or [])
         self.seconds: dict[str, float] = {}
         self.windows: dict[str, int] = {}
-        # The training unit (stage name) now running; set by the Trainer, None outside units.
-        self.unit: str | None = None
-        for probe in self.probes:  # probes that want the device and the current unit
+        self.unit: str | None = None  # the training unit (stage name) now running; set by the Trainer
+        for probe in self.probes:
             attach = getattr(probe, "attach", None)
             if callable(attach):
                 attach(self)
