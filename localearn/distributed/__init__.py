@@ -130,10 +130,13 @@ def _join(config: Any, backend: str) -> None:
     round's gloo addresses, and a rank that reads them first fails to connect (measured here)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     timeout = timedelta(seconds=config.dist_timeout)
+    round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if round_ == "0":  # the first round: the launcher's environment as it is
+        dist.init_process_group(backend, timeout=timeout)
+        return
     hosted = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # torchrun's agent
     store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")),
                           world, is_master=rank == 0 and not hosted, timeout=timeout)
-    round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(backend, store=dist.PrefixStore(f"localearn/round{round_}", store),
                             rank=rank, world_size=world, timeout=timeout)
 
