@@ -189,8 +189,15 @@ class RankBase(Parallel):
         return {}
 
     def close(self) -> None:
+        """Leave together: a rank that tears its gloo connections down while a peer is still
+        inside a collective can abort that peer's process at exit."""
         if dist.is_initialized():
+            self.link_flush()
+            dist.barrier()
             dist.destroy_process_group()
+
+    def link_flush(self) -> None:
+        """Wait for this rank's sends still in flight (the pipeline's)."""
 
 
 def local_rows(batches: Iterable[Any], rank: int, world: int) -> Iterator[tuple[Any, float]]:

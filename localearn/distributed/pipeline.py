@@ -168,6 +168,10 @@ class PipelineParallel(RankBase):
         n = max(float(totals[2]), 1.0)
         return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "samples": int(totals[2])}
 
+    def link_flush(self) -> None:
+        if self.rank + 1 < self.world_size:
+            self.link.flush(self.rank + 1)
+
     def rank_info(self) -> dict[str, Any]:
         return {"layers": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],
                 "groups": [[g.start, g.stop - 1] for g in self.groups]}
