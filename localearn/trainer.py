@@ -164,12 +164,12 @@ class Trainer:
                 st.steps += 1
                 st.samples += _batch_size(batch)
                 # train_step returns Python floats, so this check costs no device sync.
-                outcome.check_step(logs, layers, stage.name, epoch, st.steps)
+                self.par.check(outcome.check_step, logs, layers, stage.name, epoch, st.steps)
                 losses.append(logs["loss"])
                 bar.update(1)
                 for cb in self.callbacks:
                     cb.on_batch_end(self, stage, logs)
-        outcome.check_parameters(layers, stage.name, epoch, st.steps)  # once per epoch
+        self.par.check(outcome.check_parameters, layers, stage.name, epoch, st.steps)  # once per epoch
         self.par.end_epoch(self)
         return sum(losses) / max(len(losses), 1)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,10 @@ class Parallel:
     def evaluate(self, trainer: Any, split: str, stage: Any) -> dict[str, float] | None:
         """The split's loss and metric, equal on every rank; None: the Trainer's own evaluation."""
         return None
+
+    def check(self, test: Callable[..., None], *args: Any) -> None:
+        """Run an outcome check (it raises ``outcome.Diverged``); ranks defer it (see RankBase)."""
+        test(*args)
 
     def end_epoch(self, trainer: Any) -> None:
         """After an epoch's last step: drain sends, check that replicas agree."""
@@ -149,9 +153,34 @@ class RankBase(Parallel):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.bytes_sent = 0
         self.wait_seconds = 0.0
+        self._diverged: dict[str, Any] | None = None
 
     def checkpoint_dir(self, out_dir: Path) -> Path:
         return out_dir / f"rank{self.rank}"
+
+    def check(self, test: Callable[..., None], *args: Any) -> None:
+        """A rank whose loss or parameters turn non-finite keeps stepping (its peers are mid-epoch
+        and would wait on it) and raises at the epoch's end, with every other rank (:meth:`agree`)."""
+        from localearn.outcome import Diverged
+
+        if self._diverged is None:
+            try:
+                test(*args)
+            except Diverged as exc:
+                self._diverged = {**exc.info, "rank": self.rank}
+
+    def agree(self) -> None:
+        """Raise ``Diverged`` on every rank if any rank diverged this epoch (the lowest rank's info)."""
+        from localearn.outcome import Diverged
+
+        infos: list[Any] = [None] * self.world_size
+        dist.all_gather_object(infos, self._diverged)
+        first = next((i for i in infos if i is not None), None)
+        if first is not None:
+            self._diverged = None
+            exc = Diverged(first["unit"], first["layer"], first["epoch"], first["reason"], first["step"])
+            exc.info["rank"] = first["rank"]
+            raise exc
 
     def agree_checkpoint(self, path: Path) -> Path:
         """Ranks save after the same epoch's collective, so at most one of them is one checkpoint

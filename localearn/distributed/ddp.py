@@ -80,6 +80,7 @@ class DataParallel(RankBase):
 
     def end_epoch(self, trainer: Any) -> None:
         """Broadcast rank 0's buffers (BN statistics), then check the replicas still agree."""
+        self.agree()  # a non-finite rank stops every rank, before the checksums can disagree
         learner = trainer.learner
         with torch.no_grad():
             for b in learner.buffers():

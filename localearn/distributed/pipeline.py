@@ -126,9 +126,9 @@ class PipelineParallel(RankBase):
         return losses
 
     def end_epoch(self, trainer: Any) -> None:
-        if self.rank + 1 < self.world_size:
-            self.link.flush(self.rank + 1)
+        self.link_flush()
         self.wait_seconds = self.link.wait_seconds
+        self.agree()
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()

@@ -63,3 +63,15 @@ def test_parallel_outside_torchrun_is_one_clear_line(tmp_path: Path) -> None:
     res = single(tmp_path / "x", "--parallel", "pipeline", "--epochs", "1")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: --parallel pipeline runs under torchrun")
+
+
+def test_a_diverging_run_is_diverged_on_every_rank(tmp_path: Path) -> None:
+    """A non-finite loss on any rank ends the unit on every rank at the epoch's end, as one
+    process would: status ``diverged``, exit status 3, no test score (issue #14's outcome)."""
+    res = torchrun(tmp_path / "nan", "--algo", "forward_forward", "--arch", "mlp:2x64", "--lr", "1e9",
+                   "--epochs", "2", "--parallel", "pipeline")
+    assert res.returncode != 0
+    run = run_json(tmp_path / "nan")
+    assert run["status"] == "diverged" and run["diverged"]["unit"] == "network"
+    assert "test_accuracy" not in run["metrics"] or run["metrics"]["test_accuracy"] is None
+    assert "exitcode  : 3" in res.stdout + res.stderr
