@@ -45,3 +45,14 @@ def test_mono_forward_cli_defaults_on_mnist_reach_the_issue_2_bar(shared_data: P
     assert run["recipe"]["lr"]["value"] == pytest.approx(1.570e-3)
     assert run["recipe"]["lr"]["source"].startswith("recipe:STUDY_PROTOCOL.md §7.4")
     assert run["config"]["epochs"] == 100 and run["config"]["patience"] == 20
+
+
+@pytest.mark.parametrize(("algo", "momentum"), [("counter_current", 0.0), ("forward_forward", 0.9)])
+def test_sgd_recipes_record_the_reference_momentum(algo: str, momentum: float) -> None:
+    """run.json's ``recipe`` must name the momentum the released recipe uses (CCL's yaml: 0), not
+    TrainConfig's generic 0.9 labelled ``default``."""
+    from localearn.recipes import apply_recipe
+
+    train, _, _, record = apply_recipe(algo, "mnist", {}, {}, None, {"momentum": 0.9})
+    assert train["optimizer"] == "sgd" and train["momentum"] == momentum
+    assert record["momentum"]["source"].startswith("recipe:ALGORITHMS.md"), record["momentum"]
