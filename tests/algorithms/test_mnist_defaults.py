@@ -56,3 +56,18 @@ def test_sgd_recipes_record_the_reference_momentum(algo: str, momentum: float) -
     train, _, _, record = apply_recipe(algo, "mnist", {}, {}, None, {"momentum": 0.9})
     assert train["optimizer"] == "sgd" and train["momentum"] == momentum
     assert record["momentum"]["source"].startswith("recipe:ALGORITHMS.md"), record["momentum"]
+
+
+def test_noprop_defaults_use_mean_path_inference(tmp_path: Path) -> None:
+    """NoProp-DT's recipe infers on the mean path (the default run's epoch-3 weights: validation
+    0.980 mean vs 0.949 stochastic); an explicit ``inference`` still wins."""
+    import localearn
+
+    small = {"T": 2, "width": 16, "hidden": 16}
+    for given, expected in ((None, "mean"), ("stochastic", "stochastic")):
+        opts = dict(small) if given is None else {**small, "inference": given}
+        run = localearn.fit("noprop", "digits", arch="cnn:8-16", epochs=1, progress=False, learner_options=opts,
+                            out=tmp_path / str(given))
+        assert run["learner_options"]["inference"] == expected
+        assert run["recipe"]["inference"]["source"].startswith(
+            "recipe:ALGORITHMS.md §4.5" if given is None else "argument")
