@@ -116,7 +116,7 @@ class CounterCurrent(NetworkClip, LocalLearner):
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
     recipes: ClassVar[dict[str, Recipe]] = {"images": recipe(  # the released MLP yaml (the default arch)
         "ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, 100 epochs)",
-        optimizer="sgd", lr=1.0, weight_decay=0.0, batch_size=256, epochs=100)}
+        optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, batch_size=256, epochs=100)}
     steps: Tensor
 
     @classmethod
