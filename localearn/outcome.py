@@ -15,8 +15,11 @@ not a result of the configured run). ``localearn train`` exits with :data:`EXIT_
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -106,3 +109,44 @@ def record_divergence(trainer: Any, info: dict[str, Any]) -> None:
             "note": "the restored best state of the diverged unit; not a result of this run",
         }
     trainer._checkpoint()
+
+
+class StepInterrupt:
+    """Ctrl-C (and, in one process, SIGTERM) take effect at the next step boundary.
+
+    Python runs a signal handler between bytecodes of whatever code is executing; when that is a
+    finaliser (the saved-tensor meter releases bytes in ``__del__``), the KeyboardInterrupt is
+    printed as "Exception ignored" and lost, and training goes on. So the first signal only sets
+    :attr:`requested`; the Trainer raises KeyboardInterrupt after the current step, and the run is
+    saved as ``interrupted``. A second Ctrl-C interrupts at once. Under ``torchrun`` SIGTERM is
+    left alone: the agent uses it to stop ranks that may be blocked on a peer.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self, sigterm: bool) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+            yield
+            return
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
+        before = {s: signal.getsignal(s) for s in signals}
+
+        def handler(signum: int, frame: object) -> None:
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        for s in signals:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in before.items():
+                signal.signal(s, h)
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal arrived (called between steps)."""
+        if self.requested:
+            raise KeyboardInterrupt

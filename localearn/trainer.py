@@ -122,6 +122,7 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         self.cuda_peaks: dict[str, int] = {}
         self.resumed_rss = 0
+        self.interrupt = outcome.StepInterrupt()
 
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:
@@ -169,6 +170,7 @@ class Trainer:
                 bar.update(1)
                 for cb in self.callbacks:
                     cb.on_batch_end(self, stage, logs)
+                self.interrupt.check()  # Ctrl-C lands here, between steps (outcome.StepInterrupt)
         self.par.check(outcome.check_parameters, layers, stage.name, epoch, st.steps)  # once per epoch
         self.par.end_epoch(self)
         return sum(losses) / max(len(losses), 1)
@@ -256,8 +258,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            while self.state.diverged is None and self.state.stage_index < len(self.stages):
-                self._run_stage(self.stages[self.state.stage_index])
+            with self.interrupt.installed(sigterm=self.par.mode == "none"):
+                while self.state.diverged is None and self.state.stage_index < len(self.stages):
+                    self._run_stage(self.stages[self.state.stage_index])
         except KeyboardInterrupt:
             self._write_run(run_record(self, "interrupted"))
             raise

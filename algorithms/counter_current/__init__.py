@@ -1,8 +1,7 @@
 """Counter-Current Learning: a forward network and a feedback network that teach each other.
 
-Kao & Hariharan, *Counter-Current Learning: A Biologically Plausible Dual Network Approach for
-Deep Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). Equations
-and settings: ALGORITHMS.md §6.
+Kao & Hariharan, *Counter-Current Learning: A Biologically Plausible Dual Network Approach for Deep
+Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). ALGORITHMS.md §6.
 
 The forward network maps ``x`` to class scores ``o``; the feedback network maps the C class one-hots ``b_L =
 I_C`` (never the batch labels) down to the input width. Every map detaches its input. Pair ``(a_l, b_l)``
@@ -109,8 +108,7 @@ class CounterCurrent(NetworkClip, LocalLearner):
     block_local = False  # with the default clip_scope="network"; "pair" makes an instance block-local
     coupling = ("network-wide gradient clip (clip_scope='network', as released): one norm over all pairs "
                 "of each network side scales every pair's update; clip_scope='pair' removes it")
-    pipeline_refusal = ("each forward layer learns from the feedback network, which runs from the output "
-                        "back to it, and the network-wide clip couples every layer's step")
+    pipeline_refusal = "each forward layer learns from the feedback network, which runs from the output back"
     default_arch = "mlp:5x256"  # 784-5x256 on MNIST; no input width, so any dataset fits
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
