@@ -89,8 +89,10 @@ class TrainConfig:
             raise ConfigError(f"prefix_cache_gb must be >= 0, got {self.prefix_cache_gb}")
         if self.parallel not in ("none", "pipeline", "ddp"):
             raise ConfigError(f"parallel must be none, pipeline or ddp, got {self.parallel!r}")
-        if int(self.pipeline_depth) < 1 or not self.dist_timeout > 0:
-            raise ConfigError("pipeline_depth must be >= 1 and dist_timeout > 0")
+        if int(self.pipeline_depth) < 1:
+            raise ConfigError(f"pipeline_depth must be a positive integer, got {self.pipeline_depth}")
+        if not (self.dist_timeout > 0 and math.isfinite(self.dist_timeout)):
+            raise ConfigError(f"dist_timeout must be a positive number of seconds, got {self.dist_timeout}")
         if self.stop_metric not in (None, "val_loss", "val_acc"):
             raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
 

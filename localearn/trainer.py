@@ -134,7 +134,7 @@ class Trainer:
 
     def evaluate_layers(self, split: str) -> dict[str, float]:
         """Each layer's own accuracy, for learners that expose per-layer scores (one process)."""
-        if self.par.mode == "pipeline":
+        if not self.par.layer_scores:
             return {}
         return layer_accuracies(self.learner, self.data, split, 2 * self.config.batch_size, self.device)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Parallel:
     mode = "none"
     rank = 0
     world_size = 1
+    layer_scores = True  # each layer's own accuracy at the end (a pipeline rank holds only some)
 
     @property
     def is_main(self) -> bool:
@@ -151,8 +152,6 @@ class RankBase(Parallel):
     def __init__(self, config: Any, device: torch.device) -> None:
         self.config, self.device = config, device
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.bytes_sent = 0
-        self.wait_seconds = 0.0
         self._diverged: dict[str, Any] | None = None
 
     def checkpoint_dir(self, out_dir: Path) -> Path:
@@ -207,7 +206,7 @@ class RankBase(Parallel):
     def summary(self, trainer: Any) -> dict[str, Any]:
         mine = {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(),
                 "train_seconds": trainer.meter.total("warmup", "train"), "samples": trainer.state.samples,
-                "bytes_sent": self.bytes_sent, "wait_seconds": self.wait_seconds, **self.rank_info()}
+                **self.traffic(), **self.rank_info()}
         ranks: list[Any] = [None] * self.world_size
         dist.all_gather_object(ranks, mine)
         return {"mode": self.mode, "world_size": self.world_size, "backend": dist.get_backend(),
@@ -216,6 +215,10 @@ class RankBase(Parallel):
     def rank_info(self) -> dict[str, Any]:
         """Mode-specific fields of this rank's summary."""
         return {}
+
+    def traffic(self) -> dict[str, Any]:
+        """``bytes_sent`` and ``wait_seconds`` (blocked on a peer) of this rank so far."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Leave together: a rank that tears its gloo connections down while a peer is still
@@ -228,13 +231,3 @@ class RankBase(Parallel):
     def link_flush(self) -> None:
         """Wait for this rank's sends still in flight (the pipeline's)."""
 
-
-def local_rows(batches: Iterable[Any], rank: int, world: int) -> Iterator[tuple[Any, float]]:
-    """This rank's contiguous slice of every batch, with its share of the batch's rows."""
-    for batch in batches:
-        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in batch):
-            n = int(batch[0].shape[0])
-            part = type(batch)(torch.tensor_split(t, world)[rank] for t in batch)
-            yield part, int(part[0].shape[0]) / max(n, 1)
-        else:  # a graph is one full batch: every rank holds all of it (replicated)
-            yield batch, 1.0 / world

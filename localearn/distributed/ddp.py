@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from localearn.distributed import RankBase, local_rows
+from localearn.distributed import RankBase
 from localearn.distributed.transport import guarded
 from localearn.errors import ConfigError, LocalearnError
 from localearn.layer import LocalLayer
@@ -44,6 +44,7 @@ class DataParallel(RankBase):
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
         self._share = 1.0 / self.world_size
+        self.bytes_sent, self.wait_seconds = 0, 0.0  # the gradient all-reduces
 
     def setup(self, trainer: Any) -> None:
         learner = trainer.learner
@@ -97,3 +98,17 @@ class DataParallel(RankBase):
 
     def rank_info(self) -> dict[str, Any]:
         return {"layers": "all", "batch_share": round(self._share, 4)}
+
+    def traffic(self) -> dict[str, Any]:
+        return {"bytes_sent": self.bytes_sent, "wait_seconds": self.wait_seconds}
+
+
+def local_rows(batches: Iterable[Any], rank: int, world: int) -> Iterator[tuple[Any, float]]:
+    """This rank's contiguous slice of every batch, with its share of the batch's rows."""
+    for batch in batches:
+        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in batch):
+            n = int(batch[0].shape[0])
+            part = type(batch)(torch.tensor_split(t, world)[rank] for t in batch)
+            yield part, int(part[0].shape[0]) / max(n, 1)
+        else:  # a graph is one full batch: every rank holds all of it (replicated)
+            yield batch, 1.0 / world

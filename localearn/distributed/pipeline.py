@@ -65,6 +65,7 @@ class PipelineParallel(RankBase):
     """``--parallel pipeline`` (see the module docstring)."""
 
     mode = "pipeline"
+    layer_scores = False
 
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
@@ -121,13 +122,11 @@ class PipelineParallel(RankBase):
         if self.mine.stop <= last:  # a later rank trains or forwards for this unit
             tensors, scalars = pack_context(ctx)
             self.link.send(self.rank + 1, "train", {"h": h, **tensors}, scalars)
-            self.bytes_sent = self.link.bytes_sent
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
 
     def end_epoch(self, trainer: Any) -> None:
         self.link_flush()
-        self.wait_seconds = self.link.wait_seconds
         self.agree()
 
     # ----------------------------------------------------------------------------- evaluation
@@ -164,13 +163,15 @@ class PipelineParallel(RankBase):
                 self.link.flush(self.rank + 1)
         totals = totals.to(self.device)
         guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
-        self.bytes_sent, self.wait_seconds = self.link.bytes_sent, self.link.wait_seconds
         n = max(float(totals[2]), 1.0)
         return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "samples": int(totals[2])}
 
     def link_flush(self) -> None:
         if self.rank + 1 < self.world_size:
             self.link.flush(self.rank + 1)
+
+    def traffic(self) -> dict[str, Any]:
+        return {"bytes_sent": self.link.bytes_sent, "wait_seconds": self.link.wait_seconds}
 
     def rank_info(self) -> dict[str, Any]:
         return {"layers": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +22,30 @@ def torchrun(out: Path, *args: str, nproc: int = 2, extra: tuple[str, ...] = (),
     """``torchrun --standalone --nproc-per-node N -m localearn train ... --out OUT``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *extra,
            "-m", "localearn", "train", "--no-progress", "--out", str(out), *args]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group: the agent and every worker
     if background:
-        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        return proc
+    return finish(proc)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Wait for ``proc``; on a timeout or a failing test, kill its whole process group (no orphaned
+    torchrun workers)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def single(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The same run in one process."""
     cmd = [sys.executable, "-m", "localearn", "train", "--no-progress", "--out", str(out), *args]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    return finish(subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True))
 
 
 def run_json(out: Path) -> dict[str, Any]:
