@@ -23,12 +23,17 @@ def test_a_signal_saves_an_interrupted_run_that_resumes(tmp_path: Path, signum: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "localearn", "train", *ARGS, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoint.pt").exists():  # at least one epoch done
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signum)  # once: it must be enough
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists():  # at least one epoch done
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signum)  # once: it must be enough
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failing test leaves no training process behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "--resume" in err
     partial = json.loads((out / "run.json").read_text())
