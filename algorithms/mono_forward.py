@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from localearn import kernels
 from localearn.arch import ArchSpec, build_trunk, flat_dim
+from localearn.distributed.pipelined import Pipelined
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
-from localearn.learner import LocalLearner, Stage
+from localearn.learner import Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
@@ -90,7 +91,7 @@ class MonoForwardLayer(LocalLayer):
 
 
 @register_algorithm
-class MonoForward(LocalLearner):
+class MonoForward(Pipelined):
     """Mono-Forward (see the module docstring).
 
     Args:
@@ -163,15 +164,10 @@ class MonoForward(LocalLearner):
         return self._mf_layers[stage.layers[0]].goodness(h)
 
     # --------------------------------------------------------- pipeline (localearn.distributed)
-    pipeline_refusal = ""  # a layer needs its input and the labels, nothing from later layers
-
-    def pipeline_eval_input(self, x: Tensor) -> Tensor:
-        """What rank 0 feeds the first layer when scoring: the image itself."""
-        return x
-
-    def pipeline_score(self, i: int, h: Tensor, rows: int) -> Tensor:
-        """Layer i's class scores ``G_i`` from its output."""
-        return self._mf_layers[i].goodness(h)
+    # A layer needs its input and the labels, nothing from later layers: the default chain.
+    def pipeline_score(self, p: int, h: Tensor, ctx: Context, stage: Stage | None) -> Tensor:
+        """Layer p's class scores ``G_p`` from its output."""
+        return self._mf_layers[p].goodness(h)
 
     def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
         """The layers whose ``G_i`` sum to the scores of ``stage`` (None: the prediction)."""

@@ -80,8 +80,8 @@ class LocalLearner(nn.Module):
     # Reference recipes per data family / architecture kind / dataset (localearn.recipes).
     recipes: ClassVar[dict[str, Recipe]] = {}
     # Why ``--parallel pipeline`` / ``ddp`` cannot run this learner ("" : it can). A pipelined
-    # learner also gives pipeline_eval_input, pipeline_score and pipeline_votes (localearn.distributed).
-    pipeline_refusal: str = "it does not declare how its prediction splits across layer groups"
+    # learner derives from localearn.distributed.pipelined.Pipelined instead.
+    pipeline_refusal: str = "it does not declare how its chain splits across ranks"
     ddp_refusal: str = ""
 
     layers: nn.ModuleList
@@ -188,7 +188,7 @@ class LocalLearner(nn.Module):
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
 
-    def chain(self, h: Any, ctx: Context, stage: Stage, layers: range) -> tuple[Any, dict[str, float]]:
+    def chain(self, h: Any, ctx: Context, stage: Stage, layers: Iterable[int]) -> tuple[Any, dict[str, float]]:
         """Layers ``layers`` of the chain on ``h``: those of ``stage`` step, the others run frozen
         under no-grad. Returns the last output and the per-layer losses. A pipeline rank runs its
         own contiguous slice of the same chain (:mod:`localearn.distributed.pipeline`)."""

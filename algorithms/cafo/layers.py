@@ -128,6 +128,17 @@ class CafoPredictor(LocalLayer):
         """Sums from a training pass wait to be turned into a weight update."""
         return self._n > 0
 
+    def fit_batch(self, h: Tensor, ctx: Context) -> float:
+        """One training batch on block features ``h``: a gradient step (ce, sparsemax) through
+        ``LocalLayer.train_step``, or the closed-form losses' sums; nothing once solved."""
+        if bool(self.solved):  # closed-form MSE is solved once; later epochs have nothing to do
+            return self.last_loss
+        if self.loss_name in GRADIENT_LOSSES:
+            self.last_loss = float(self.train_step(h, ctx)[1])
+            return self.last_loss
+        assert ctx.y is not None
+        return self.accumulate(h, ctx.y)
+
     @torch.no_grad()
     def accumulate(self, h: Tensor, y: Tensor) -> float:
         """Add one batch to the pass's sums; returns the batch loss at the current W."""

@@ -16,18 +16,18 @@ from torch import Tensor, nn
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context
-from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.learner import OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .layers import GRADIENT_LOSSES, PREDICTOR_LOSSES, CafoBlock, CafoPredictor, check, dfa_error, unit_norm_gaussian
-from .sparsemax import sparsemax
+from .pipeline import CafoPipelined
 
 BLOCK_MODES, AGGREGATES = ("rand", "dfa"), ("prob", "logits")
 
 
 @register_algorithm
-class CaFo(LocalLearner):
+class CaFo(CafoPipelined):
     """Cascaded Forward (see the package docstring for every option)."""
 
     name = "cafo"
@@ -116,9 +116,8 @@ class CaFo(LocalLearner):
         check(cache_max_gb >= 0, f"cache_max_gb must be >= 0; got {cache_max_gb!r}")
         check(not self.arch.is_graph, f"cafo needs a cnn: or mlp: architecture, got {self.arch}")
         self.block_mode, self.predictor_loss, self.aggregate = blocks, predictor_loss, aggregate
-        self.pipeline_refusal = (
-            "CaFo-DFA's blocks learn from the error at the output of the whole stack" if blocks == "dfa" else
-            "not implemented yet: the predictors train one unit at a time on cached block features (issue #13)")
+        if blocks == "dfa":  # CaFo-Rand pipelines (.pipeline)
+            self.pipeline_refusal = "CaFo-DFA's blocks learn from the error at the output of the whole stack"
         if predictor_loss not in GRADIENT_LOSSES:  # closed-form / full-batch sums bypass train_step
             self.ddp_refusal = (f"predictor_loss={predictor_loss} accumulates its sums outside LocalLayer.train_step; "
                                 "use predictor_loss=ce or sparsemax")
@@ -225,7 +224,7 @@ class CaFo(LocalLearner):
         self._epoch_counts = [0, 0]
 
     def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        x, y = self.split_batch(batch)
+        x = self.split_batch(batch)[0]
         self._unit = stage.name
         if stage.name == "dfa":
             if self.dfa_epochs is not None and int(self.dfa_epoch) > self.dfa_epochs:
@@ -237,13 +236,10 @@ class CaFo(LocalLearner):
             return logs
         pred = self.layers[stage.layers[0]]
         assert isinstance(pred, CafoPredictor)
-        if bool(pred.solved):  # closed-form MSE is solved once; later epochs have nothing to do
+        if bool(pred.solved):  # skip the features: a solved predictor has nothing to do
             return {"loss": pred.last_loss}
         h = self._features(x, stage.layers[0] - self.num_blocks, training=True)
-        if pred.loss_name in GRADIENT_LOSSES:
-            _, loss = pred.train_step(h, self.make_context(batch))
-            return {"loss": float(loss)}
-        return {"loss": pred.accumulate(h, y)}
+        return {"loss": pred.fit_batch(h, self.make_context(batch))}
 
     def make_context(self, batch: Any) -> Context:
         """Labels; in the DFA unit also ``dfa_error``, the error each block's feedback maps.
@@ -278,7 +274,7 @@ class CaFo(LocalLearner):
         scores = self._all_scores(x)
         if self.aggregate == "logits":
             return torch.stack(scores).sum(0)
-        norm = sparsemax if self.predictor_loss == "sparsemax" else (lambda s: torch.softmax(s, -1))
+        norm = self.normalise()
         mean = torch.stack([norm(s) for s in scores]).mean(0)
         return torch.log(mean.clamp_min(1e-12))  # finite, and its CE is the mixture's NLL
 

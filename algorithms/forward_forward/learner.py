@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec
+from localearn.distributed.pipelined import Pipelined
 from localearn.layer import Context
-from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.learner import OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
@@ -28,7 +29,7 @@ from .options import choice as _choice
 
 
 @register_algorithm
-class ForwardForward(LocalLearner):
+class ForwardForward(Pipelined):
     """Forward-Forward / Collaborative FF (see the package docstring for every option)."""
 
     name = "forward_forward"
@@ -256,14 +257,17 @@ class ForwardForward(LocalLearner):
         return self._per_label(x, tuple(range(1, last + 1)) if last > 0 else (0,))
 
     # --------------------------------------------------------- pipeline (localearn.distributed)
-    def pipeline_eval_input(self, x: Tensor) -> Tensor:
+    def pipeline_eval_input(self, batch: Any) -> tuple[Tensor, Context]:
         """The C·B label-embedded rows (label-major) that per-label scoring runs through the net."""
+        x, y = self.split_batch(batch)
         labels = torch.arange(self.num_classes, device=x.device).repeat_interleave(x.shape[0])
-        return self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels)
+        h = self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels)
+        return h, Context(y=y, num_classes=self.num_classes)
 
-    def pipeline_score(self, i: int, h: Tensor, rows: int) -> Tensor:
-        """Layer i's goodness per (row, label), ``(B, C)``."""
-        return ops.goodness(h, self.goodness_mode).view(-1, rows).t()
+    def pipeline_score(self, p: int, h: Tensor, ctx: Context, stage: Stage | None) -> Tensor:
+        """Layer p's goodness per (row, label), ``(B, C)``."""
+        assert ctx.y is not None
+        return ops.goodness(h, self.goodness_mode).view(-1, int(ctx.y.shape[0])).t()
 
     def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
         """The layers whose goodness sums to the scores of ``stage`` (as :meth:`unit_scores`)."""

@@ -50,9 +50,11 @@ from localearn.arch import ArchSpec
 from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.layer import Context
-from localearn.learner import LocalLearner, OptimizerFactory, Stage
+from localearn.learner import OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+
+from .pipeline import GraphPipelined
 
 VARIANTS = ("sf", "ff_la", "ff_vn", "top2loss", "top2input")
 TOP_DOWN = ("top2loss", "top2input")
@@ -61,7 +63,7 @@ AGGREGATIONS = ("sum_layers", "last")
 
 
 @register_algorithm
-class ForwardGNN(LocalLearner):
+class ForwardGNN(GraphPipelined):
     """Forward learning of GNNs (see the module docstring).
 
     Args:
@@ -80,7 +82,6 @@ class ForwardGNN(LocalLearner):
     """
 
     name = "forward_gnn"
-    pipeline_refusal = "not implemented yet: every rank would need the graph and its virtual nodes (issue #13)"
     aliases = ("fgnn",)
     paper = "Park et al., Forward Learning of Graph Neural Networks, ICLR 2024, arXiv 2403.11004"
     supports_graphs = True
@@ -162,6 +163,8 @@ class ForwardGNN(LocalLearner):
                 self.add_layer(GraphLayer(self.arch.kind, lower, width, loss, theta=theta))
         if variant in FF_VARIANTS:
             self.stop_metric = "val_acc"  # type: ignore[misc]  # goodness BCE selects badly
+        if variant in TOP_DOWN:  # the other variants pipeline (.pipeline)
+            self.pipeline_refusal = f"every {variant} layer reads the previous step's state of the layer above it"
         self._states: list[Tensor] | None = None  # top-down: the previous step's outputs
         self._state_key: tuple[Any, ...] | None = None
 
@@ -201,7 +204,9 @@ class ForwardGNN(LocalLearner):
             x = aug.x
             extras["edge_index"] = aug.edge_index
             if self.variant == "ff_vn":
-                extras["neg_edge_indices"] = ffvn_negative_edges(batch, aug, self.num_classes)
+                # Stacked (C-1, 2, E): the negative graphs have equal edge counts, and a tensor can
+                # cross a pipeline link where a list cannot.
+                extras["neg_edge_indices"] = torch.stack(ffvn_negative_edges(batch, aug, self.num_classes))
         return x, Context(y=extras["train_y"], num_classes=self.num_classes, extras=extras)
 
     def make_context(self, batch: Any) -> Context:

@@ -36,7 +36,6 @@ own image conv stack (weights shared with x's path) before the z path.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -47,11 +46,12 @@ from torch import Tensor, nn
 from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
-from localearn.learner import LocalLearner, Stage
+from localearn.learner import Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .common import NoPropHead, check_choice, class_medoids, conv_stack, make_embedding
+from .dt_steps import DTSteps
 from .schedule import discrete_schedule
 
 INFERENCE = ("stochastic", "mean")
@@ -96,7 +96,7 @@ class DenoisingBlock(LocalLayer):
 
 
 @register_algorithm
-class NoPropDT(LocalLearner):
+class NoPropDT(DTSteps):
     """NoProp-DT (see the module docstring).
 
     Args:
@@ -116,8 +116,6 @@ class NoPropDT(LocalLearner):
     """
 
     name = "noprop"
-    pipeline_refusal = ("not implemented yet: each NoProp-DT block reads the image and its own noisy label, "
-                        "not the previous block's output, so a rank needs a different message (issue #13)")
     aliases = ("noprop_dt",)
     paper = "Li, Teh & Pascanu, NoProp, arXiv 2503.24322 (NoProp-DT)"
     schedule = "joint"
@@ -187,6 +185,12 @@ class NoPropDT(LocalLearner):
                                           int(width), int(hidden), float(dropout), embedding == "prototype"))
         self.add_layer(NoPropHead(emb, trainable, self.num_classes, float(sched.alpha_bar[-1]),
                                   float(sched.alpha_bar[0])))
+        # The per-step noise streams (.dt_steps): a base drawn from the run's seed, and the step count.
+        self.register_buffer("noise_seed", torch.randint(2**31, ()))
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        if embedding != "onehot":  # .dt_steps
+            self.pipeline_refusal = (f"every block reads the {embedding} class embeddings, "
+                                     "which the head learns on each step")
 
     @property
     def blocks(self) -> list[DenoisingBlock]:
@@ -212,48 +216,16 @@ class NoPropDT(LocalLearner):
             with torch.no_grad():  # first batch's class medoids (see common.py)
                 head.embed.copy_(class_medoids(x, y, self.num_classes))
                 head.ready.fill_(True)
-        if self.schedule_mode == "greedy":
-            ts = [stage.layers[0] + 1]
-        elif self.blocks_per_step == "one":
-            ts = [int(torch.randint(1, self.T + 1, ()))]
-        else:
-            ts = list(range(1, self.T + 1))
-        embed = head.embedding()
-        u = embed[y]
-        logs: dict[str, float] = {}
-        total = 0.0
-        for t in ts:
-            bar = float(self.alpha_bar[t - 1])
-            z = math.sqrt(bar) * u + math.sqrt(1 - bar) * torch.randn_like(u)
-            weight = float(self.weight[t])
-            ctx = Context(y, self.num_classes, {"z": z, "embed": embed, "target": u, "weight": weight})
-            logits, l2 = self.blocks[t - 1].train_step(x, ctx)
-            eps = torch.randn(len(y), head.dim, device=u.device, dtype=u.dtype)
-            head_ctx = Context(y, self.num_classes, {"block_terms": [(weight, logits)]})
-            _, head_loss = head.train_step(eps, head_ctx)
-            # L_t = CE + KL + L2; the head's loss already holds the L2 term when W_Embed is learned.
-            kl_l2 = float(head_loss - head.last_ce) if head.trainable else float(l2)
-            loss_t = float(head.last_ce) + kl_l2
-            logs[f"loss/block{t}"] = float(l2)
-            total += loss_t
-        logs["loss/head_ce"] = float(head.last_ce)
-        logs["loss"] = total / len(ts)
-        return logs
+        logs, total = self.steps(x, self.make_context(batch), stage, set(range(self.T + 1)))
+        return {**logs, "loss": total}
 
     # ---------------------------------------------------------------------------- inference
     def _generate(self, x: Tensor, upto: int | None = None) -> tuple[list[Tensor], Tensor]:
         """Run blocks 1..upto from z_0; every block's logits and the last latent."""
         embed = self.head.embedding()
-        stochastic = self.inference == "stochastic"
-        shape = (x.shape[0], embed.shape[1])
-        z = torch.randn(shape, device=x.device) if stochastic else torch.zeros(shape, device=x.device)
-        all_logits = []
-        for t, block in enumerate(self.blocks[: upto or self.T], start=1):
-            logits = block(x, z)
-            u_hat = F.softmax(logits, dim=1) @ embed
-            z = self.a[t] * u_hat + self.b[t] * z
-            if stochastic:
-                z = z + self.c[t].sqrt() * torch.randn_like(z)
+        z, all_logits = self.start_latent(x, embed), []
+        for t in range(1, (upto or self.T) + 1):
+            logits, z = self.denoise(t, x, z, embed)
             all_logits.append(logits)
         return all_logits, z
 

@@ -1,23 +1,26 @@
-"""The layer pipeline: each rank trains a contiguous group of layers on activations it receives.
+"""The layer pipeline: each rank trains a contiguous group of chain positions on what it receives.
 
 Rank 0 loads the batch and builds the layer context (``learner.make_context``: labels, FF's
-negatives); every rank runs its slice of the learner's own chain (``LocalLearner.chain``: the
-stage's layers step through ``LocalLayer.train_step``, frozen ones run under no-grad) and sends
-its detached output, the labels and the context's tensors to the next rank (:mod:`.transport`).
-A layer's output on batch t is computed before its own step on t, in one process as here, so the
-pipelined joint schedule computes exactly what the single-process joint schedule computes; only
-the order in which different layers work on different batches changes. A greedy unit is pipelined
-too: the ranks before it stream the frozen prefix while it trains; ranks after it wait.
+negatives, ForwardGNN's graph); every rank runs its positions of the learner's chain
+(``learner.pipeline_step``, by default ``LocalLearner.chain``: the unit's layers step through
+``LocalLayer.train_step``, frozen ones run under no-grad) and sends its detached output and the
+context's tensors to the next rank (:mod:`.transport`). A layer's output on batch t is computed
+before its own step on t, in one process as here, so the pipelined joint schedule computes
+exactly what the single-process joint schedule computes; only the order in which different
+layers work on different batches changes. A greedy unit is pipelined too: the ranks before it
+stream the frozen prefix while it trains; ranks after it wait.
 
 Evaluation runs through the same pipeline: rank 0 builds the evaluation input
-(``learner.pipeline_eval_input``), each rank adds its layers' class scores
-(``learner.pipeline_score``) for the layers the prediction reads (``learner.pipeline_votes``) to
-a running sum that travels with the activations, and the rank holding the last voting layer
-scores the sum and broadcasts loss and accuracy, so the stopping rule decides alike everywhere.
+(``learner.pipeline_eval_input``), each rank runs its positions (``learner.pipeline_eval``) and
+adds the class scores of those that vote (``learner.pipeline_votes``) to a running sum that
+travels with the activations, and the rank holding the last vote turns the sum into scores
+(``learner.pipeline_scores``), scores them and broadcasts loss and accuracy, so the stopping rule
+decides alike everywhere.
 
-A learner opts in by setting ``pipeline_refusal = ""`` and providing those three methods; a learner
-whose layers need something from later layers sets the reason instead (CCL's feedback network,
-collaborative FF's summed goodness, CaFo-DFA's error), and ``--parallel pipeline`` refuses it.
+A learner opts in by deriving from :class:`~localearn.distributed.pipelined.Pipelined`; one whose
+layers need something from later layers sets ``pipeline_refusal`` to the reason instead (CCL's
+feedback network, collaborative FF's summed goodness, CaFo-DFA's error), and
+``--parallel pipeline`` refuses it.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ class PipelineParallel(RankBase):
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
         self.link = Link(self.rank, device, config.pipeline_depth)
-        self.groups: list[range] = []
+        self.groups: list[range] = []  # chain positions per rank
         self.mine = range(0)
+        self.position: dict[int, int] = {}  # layer index -> its chain position
+        self._positions: list[tuple[int, ...]] = []
         self._classes = 0
 
     # ---------------------------------------------------------------------------------- setup
@@ -83,21 +88,29 @@ class PipelineParallel(RankBase):
         if learner.task != "classification":
             raise ConfigError(f"--parallel pipeline scores classification only, not the {learner.task} task")
         self._classes = learner.num_classes
-        sizes = [sum(p.numel() for p in layer.parameters()) for layer in learner.local_layers]
+        positions = learner.pipeline_positions()
+        self.position = {i: p for p, pos in enumerate(positions) for i in pos}
+        layers = learner.local_layers
+        sizes = [sum(q.numel() for i in pos for q in layers[i].parameters()) for pos in positions]
         self.groups = split_layers(sizes, self.world_size, self.config.split)
         self.mine = self.groups[self.rank]
-        for i, layer in enumerate(learner.local_layers):
-            if i not in self.mine:  # built on every rank from one seed (the same init), then dropped
-                learner.layers[i] = Elsewhere(layer.layer_name, self._owner(i))
+        self._positions = positions
+        for i, layer in enumerate(layers):
+            if self.position[i] not in self.mine:  # built on every rank from one seed, then dropped
+                learner.layers[i] = Elsewhere(layer.layer_name, self._owner(self.position[i]))
         learner.prefix_cache = None  # each rank recomputes only its own frozen layers
         trainer.optimizers = learner.optimizers()
 
-    def _owner(self, layer: int) -> int:
-        return next(r for r, g in enumerate(self.groups) if layer in g)
+    def _owner(self, position: int) -> int:
+        return next(r for r, g in enumerate(self.groups) if position in g)
+
+    def _last(self, stage: Any) -> int:
+        """The last chain position the unit trains (-1: none)."""
+        return max((self.position[i] for i in stage.layers), default=-1)
 
     # ------------------------------------------------------------------------------- training
     def batches(self, batches: Iterable[Any], stage: Any) -> Iterable[Any]:
-        last = max(stage.layers, default=-1)
+        last = self._last(stage)
         if self.rank == 0:
             return batches
         if self.mine.start > last:  # this unit ends before this rank: nothing arrives
@@ -112,13 +125,14 @@ class PipelineParallel(RankBase):
             yield Received(h, unpack_context(tensors, scalars, self._classes))
 
     def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, float]:
-        last = max(stage.layers, default=-1)
+        last = self._last(stage)
         if isinstance(batch, Received):
             h, ctx = batch.h, batch.ctx
         else:
             ctx = learner.make_context(batch)
             h = ctx.inputs if ctx.inputs is not None else learner.split_batch(batch)[0]
-        h, losses = learner.chain(h, ctx, stage, range(self.mine.start, min(self.mine.stop, last + 1)))
+        mine = self._positions[self.mine.start:min(self.mine.stop, last + 1)]
+        h, losses = learner.pipeline_step(h, ctx, stage, mine)
         if self.mine.stop <= last:  # a later rank trains or forwards for this unit
             tensors, scalars = pack_context(ctx)
             self.link.send(self.rank + 1, "train", {"h": h, **tensors}, scalars)
@@ -141,23 +155,24 @@ class PipelineParallel(RankBase):
         if self.rank <= owner:
             for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
                 if self.rank == 0:
-                    x, y = learner.split_batch(to_device(batch, self.device))
-                    h, scores = learner.pipeline_eval_input(x), None
+                    h, ctx = learner.pipeline_eval_input(to_device(batch, self.device))
+                    scores = None
                 else:
-                    tensors, _ = self.link.recv(self.rank - 1, "eval")
-                    h, y, scores = tensors["h"], tensors["y"], tensors["scores"]
-                ctx = Context(y=y, num_classes=learner.num_classes)
-                for i in range(self.mine.start, min(self.mine.stop, need + 1)):
-                    h = learner.local_layers[i].infer(h, ctx)
-                    if i in votes:
-                        s = learner.pipeline_score(i, h, int(y.shape[0]))
+                    tensors, scalars = self.link.recv(self.rank - 1, "eval")
+                    h, scores = tensors.pop("h"), tensors.pop("scores")
+                    ctx = unpack_context(tensors, scalars, self._classes)
+                for p in range(self.mine.start, min(self.mine.stop, need + 1)):
+                    h, s = learner.pipeline_eval(p, h, ctx, stage, p in votes)
+                    if s is not None:
                         scores = s if scores is None else scores + s
                 if self.rank < owner:
-                    self.link.send(self.rank + 1, "eval", {"h": h, "y": y, "scores": scores}, {})
+                    tensors, scalars = pack_context(ctx)
+                    self.link.send(self.rank + 1, "eval", {"h": h, "scores": scores, **tensors}, scalars)
                 else:
-                    assert scores is not None
-                    totals += torch.tensor([float(F.cross_entropy(scores.float(), y, reduction="sum")),
-                                            float((scores.argmax(1) == y).sum()), float(y.shape[0])],
+                    assert scores is not None and ctx.y is not None
+                    y, final = ctx.y, learner.pipeline_scores(scores, stage).float()
+                    totals += torch.tensor([float(F.cross_entropy(final, y, reduction="sum")),
+                                            float((final.argmax(1) == y).sum()), float(y.shape[0])],
                                            dtype=torch.float64)
             if self.rank < owner:
                 self.link.flush(self.rank + 1)
@@ -174,5 +189,6 @@ class PipelineParallel(RankBase):
         return {"bytes_sent": self.link.bytes_sent, "wait_seconds": self.link.wait_seconds}
 
     def rank_info(self) -> dict[str, Any]:
-        return {"layers": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],
+        own = [i for pos in self._positions[self.mine.start:self.mine.stop] for i in pos]
+        return {"layers": sorted(own), "positions": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],
                 "groups": [[g.start, g.stop - 1] for g in self.groups]}
