@@ -2,6 +2,10 @@
 
     python benchmarks/bench_distributed.py --data-dir ../shared/data --epochs 2
 
+    python benchmarks/bench_distributed.py --data-dir ../shared/data --arms noprop_1proc,noprop_pipeline2 \
+        --arch cnn:8-16-32 --epochs 1 --opt width=128 --opt hidden=64 --opt blocks_per_step=all \
+        --opt inference=mean
+
 Arms, each a real ``localearn train`` (``torchrun --standalone --nproc-per-node N`` for the
 parallel ones), one thread per process (``OMP_NUM_THREADS=1``), on MNIST ``mlp:4x1000``:
 Mono-Forward (Gong et al., arXiv 2501.09238; joint schedule, so every layer works on every batch)
@@ -9,8 +13,9 @@ in one process, as a 2-rank layer pipeline and under 2-rank DDP; backprop in one
 under 2-rank DDP. Throughput is training samples per second of the slowest rank (``data passes x
 N / max over ranks of train_seconds``, the metered training windows; validation and test are
 metered apart), and the ratio is against the same learner's one-process arm. ``--device cuda``
-runs the same arms on GPUs (one per rank, NCCL). Results go to
-``benchmarks/results/distributed_mlp-4x1000_<device>_<date>.json``.
+runs the same arms on GPUs (one per rank, NCCL). The NoProp-DT arms (second command) compare one
+process with a 2-rank pipeline whose ranks each hold half the blocks. Results go to
+``benchmarks/results/distributed_[noprop_]<arch>_<device>_<date>.json``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ ARMS = [  # (name, algo, processes, parallel)
     ("mf_ddp2", "mono_forward", 2, "ddp"),
     ("bp_1proc", "backprop", 1, "none"),
     ("bp_ddp2", "backprop", 2, "ddp"),
+    # NoProp-DT's blocks never read each other in training: with --opt blocks_per_step=all every
+    # block works on every batch, so 2 ranks halve the work (not run by default: pick a cnn: arch).
+    ("noprop_1proc", "noprop", 1, "none"),
+    ("noprop_pipeline2", "noprop", 2, "pipeline"),
 ]
+DEFAULT_ARMS = "mf_1proc,mf_pipeline2,mf_ddp2,bp_1proc,bp_ddp2"
+PAIRS = (("mf_pipeline2", "mf_1proc"), ("mf_ddp2", "mf_1proc"), ("bp_ddp2", "bp_1proc"),
+         ("noprop_pipeline2", "noprop_1proc"))
 
 
 def run_arm(args: argparse.Namespace, algo: str, nproc: int, parallel: str, out: Path) -> dict[str, Any]:
@@ -41,6 +53,7 @@ def run_arm(args: argparse.Namespace, algo: str, nproc: int, parallel: str, out:
     train = ["-m", "localearn", "train", "--algo", algo, "--dataset", args.dataset, "--data-dir", args.data_dir,
              "--arch", args.arch, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
              "--device", args.device, "--no-progress", "--out", str(out)]
+    train += [a for kv in args.opt for a in ("--opt", kv)]
     if algo == "mono_forward":
         train += ["--schedule", "joint"]
     if parallel == "none":
@@ -75,7 +88,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="threads per process")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--arms", default=",".join(a[0] for a in ARMS))
+    p.add_argument("--arms", default=DEFAULT_ARMS, help=f"of {', '.join(a[0] for a in ARMS)}")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="learner option for every arm")
     p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/...)")
     args = p.parse_args()
     chosen = args.arms.split(",")
@@ -88,12 +102,12 @@ def main() -> None:
                 print(f"{name:>13}: test acc {r['test_accuracy']:.4f}  {r['samples_per_second']:8.0f} samples/s  "
                       f"(slowest rank {r['train_seconds_slowest_rank']:.1f} s)", flush=True)
     ratios = {name: results[name]["samples_per_second"] / results[base]["samples_per_second"]
-              for name, base in (("mf_pipeline2", "mf_1proc"), ("mf_ddp2", "mf_1proc"), ("bp_ddp2", "bp_1proc"))
-              if name in results and base in results}
+              for name, base in PAIRS if name in results and base in results}
     for name, ratio in ratios.items():
         print(f"throughput {name} / one process: {ratio:.3f}x")
     date = dt.date.today().isoformat()
-    path = args.out or f"benchmarks/results/distributed_{args.arch.replace(':', '-')}_{args.device}_{date}.json"
+    tag = "noprop_" if any(name.startswith("noprop") for name in chosen) else ""
+    path = args.out or f"benchmarks/results/distributed_{tag}{args.arch.replace(':', '-')}_{args.device}_{date}.json"
     write_result(path, "bench_distributed", args.device, settings=vars(args), arms=results,
                  throughput_ratios=ratios)
     print(f"wrote {path}")

@@ -233,7 +233,9 @@ def cmd_algos(args: argparse.Namespace) -> int:
               f"  schedules: {', '.join(r['schedules'])} (default {r['default_schedule']}); "
               f"data: {'graphs' if r['graphs'] else 'images'}; block-local: {r['block_local']}; "
               f"stops on: {r['stop_metric']}; default arch: {r['default_arch']}"
-              + (f"\n  coupling: {r['coupling']}" if r.get("coupling") else ""))
+              + (f"\n  coupling: {r['coupling']}" if r.get("coupling") else "")
+              + "\n  " + "; ".join(f"--parallel {mode}: " + (f"no ({r[mode + '_refusal']})" if r[mode + "_refusal"]
+                                    else "yes") for mode in ("pipeline", "ddp")))
     return 0
 
 

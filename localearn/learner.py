@@ -275,6 +275,9 @@ class LocalLearner(nn.Module):
             "coupling": cls.coupling or None,
             "stop_metric": cls.stop_metric,
             "default_arch": cls.default_arch,
+            # "" : the mode runs this learner (some options may still refuse, saying why).
+            "pipeline_refusal": cls.pipeline_refusal,
+            "ddp_refusal": cls.ddp_refusal,
         }
 
     @classmethod

@@ -52,6 +52,13 @@ class DTSteps(Pipelined):
     noise_seed: Tensor
     step_count: Tensor
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints written before the noise streams existed lack them: keep this learner's own
+        # (a resumed run then continues from step 0 of a fresh stream).
+        for key in ("noise_seed", "step_count"):
+            state_dict.setdefault(prefix + key, getattr(self, key))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def embed_on(self, like: Tensor) -> Tensor:
         """W_Embed without gradient. One-hot embeddings are the identity on every rank, so a rank
         that does not hold the head needs nothing from it."""

@@ -206,11 +206,12 @@ class RankBase(Parallel):
     def summary(self, trainer: Any) -> dict[str, Any]:
         mine = {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(),
                 "train_seconds": trainer.meter.total("warmup", "train"), "samples": trainer.state.samples,
-                **self.traffic(), **self.rank_info()}
+                **self.traffic(), **self.rank_info(), "energy": _rank_energy(trainer)}
         ranks: list[Any] = [None] * self.world_size
         dist.all_gather_object(ranks, mine)
         return {"mode": self.mode, "world_size": self.world_size, "backend": dist.get_backend(),
-                "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), "ranks": ranks}
+                "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), "ranks": ranks,
+                "train_joules_all_ranks": summed_energy(ranks)}
 
     def rank_info(self) -> dict[str, Any]:
         """Mode-specific fields of this rank's summary."""
@@ -231,3 +232,22 @@ class RankBase(Parallel):
     def link_flush(self) -> None:
         """Wait for this rank's sends still in flight (the pipeline's)."""
 
+
+
+def _rank_energy(trainer: Any) -> dict[str, Any] | None:
+    """This rank's energy headline (``metrics.energy`` holds rank 0's alone), or None unmetered."""
+    for probe in trainer.meter.probes:
+        energy = probe.report().get("energy")
+        if energy is not None:
+            keys = ("method", "scope", "train_joules", "train_adjusted_joules", "total_joules", "reason")
+            return {k: energy[k] for k in keys if k in energy}
+    return None
+
+
+def summed_energy(ranks: list[Any]) -> float | None:
+    """Σ train joules over ranks when each rank metered its own GPU (NVML, one GPU per rank); None
+    otherwise: a CPU meter (RAPL) reads the whole package, so ranks sharing it would count twice."""
+    got = [r.get("energy") or {} for r in ranks]
+    if all(str(e.get("method", "")).startswith("nvml") and e.get("train_joules") is not None for e in got):
+        return float(sum(e["train_joules"] for e in got))
+    return None

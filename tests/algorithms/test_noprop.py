@@ -127,6 +127,31 @@ def test_greedy_stage_updates_only_its_block_and_the_head() -> None:
         assert changed == (i in (1, 4)), f"layer {i} changed={changed}"
 
 
+def test_block_noise_comes_from_its_own_stream_not_the_global_one() -> None:
+    """What lets a pipeline rank draw what one process draws (.dt_steps): two learners from one
+    init, stepped with unrelated global RNG states in between, end with identical weights; the
+    global stream is left as it was."""
+    learners = []
+    for global_seed in (1, 2):
+        seed_everything(0)
+        learner = _learner(blocks_per_step="all")
+        stage = learner.stages()[0]
+        learner.start_epoch(stage, 1, 1)
+        for _ in range(2):
+            torch.manual_seed(global_seed)
+            state = torch.get_rng_state()
+            learner.train_step(_digits_batch(32), stage)
+            assert torch.equal(torch.get_rng_state(), state)
+        learners.append(learner)
+    a, b = (dict(m.state_dict()) for m in learners)
+    assert int(a["step_count"]) == 2 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_without_the_noise_streams_still_load() -> None:
+    old = {k: v for k, v in _learner().state_dict().items() if k not in ("noise_seed", "step_count")}
+    _learner().load_state_dict(old)  # strict: the learner keeps its own stream
+
+
 def test_prototypes_are_first_batch_class_medoids() -> None:
     learner = _learner(embedding="prototype")
     x, y = _digits_batch(64)

@@ -91,3 +91,4 @@ def test_every_learner_either_pipelines_or_says_why() -> None:
         cls = get_algorithm(name)
         if not issubclass(cls, Pipelined):
             assert cls.pipeline_refusal and "declare" not in cls.pipeline_refusal, name
+        assert cls.capabilities()["pipeline_refusal"] == cls.pipeline_refusal  # what `localearn algos` shows
