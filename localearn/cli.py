@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile each layer's local step")
     t.add_argument("--parallel", choices=["none", "pipeline", "ddp"], default="none",
                    help="train across torchrun processes: layer groups per rank, or data parallel")
-    t.add_argument("--split", default=None, help="pipeline layers per rank, e.g. 2,2 (default: balanced)")
+    t.add_argument("--split", default=None,
+                   help="pipeline layers per rank, e.g. 2,2 (chain positions: CaFo counts a block with its "
+                   "predictor as one; default: balanced)")
     t.add_argument("--pipeline-depth", type=int, default=2, help="batches in flight per pipeline link")
     t.add_argument("--dist-timeout", type=float, default=120.0,
                    help="seconds to wait for a peer rank before the job fails")

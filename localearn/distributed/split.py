@@ -6,25 +6,29 @@ from localearn.errors import ConfigError
 
 
 def split_layers(sizes: list[int], world: int, explicit: str | None = None) -> list[range]:
-    """Contiguous groups of layer indices, one per rank.
+    """Contiguous groups of chain positions, one per rank (a position is a layer, or layers that
+    live together such as CaFo's block k and predictor k).
 
     Args:
-        sizes: each layer's parameter count.
+        sizes: each position's parameter count.
         world: the number of ranks.
-        explicit: ``"2,1,1"``: how many layers each rank holds (must cover every layer); None
+        explicit: ``"2,1,1"``: how many positions each rank holds (must cover every one); None
             chooses the split whose largest group has the fewest parameters (ties: the earliest
             cut points), found exactly by dynamic programming over the L-1 cut positions.
     """
     n = len(sizes)
     if world > n:
-        raise ConfigError(f"{world} pipeline ranks but only {n} layers: use at most {n} ranks")
+        raise ConfigError(f"{world} pipeline ranks but only {n} layers (chain positions) to place: "
+                          f"use at most {n} ranks")
     if explicit:
         try:
             counts = [int(c) for c in explicit.split(",")]
         except ValueError:
-            raise ConfigError(f"--split {explicit!r}: expected layer counts per rank, e.g. 2,2") from None
+            raise ConfigError(f"--split {explicit!r}: expected layer (chain position) counts per rank, "
+                              "e.g. 2,2") from None
         if len(counts) != world or sum(counts) != n or min(counts) < 1:
-            raise ConfigError(f"--split {explicit!r} must give {world} positive counts summing to {n} layers")
+            raise ConfigError(f"--split {explicit!r} must give {world} positive counts summing to {n} "
+                              "layers (chain positions)")
         return _ranges(counts)
     prefix = [0]
     for s in sizes:

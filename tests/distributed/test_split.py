@@ -19,5 +19,5 @@ def test_explicit_split_and_its_errors() -> None:
     for bad in ("2,2", "3", "a,b", "0,3"):
         with pytest.raises(ConfigError, match="split"):
             split_layers([1, 1, 1], 2, bad)
-    with pytest.raises(ConfigError, match="only 2 layers"):
+    with pytest.raises(ConfigError, match="only 2 layers \\(chain positions\\)"):
         split_layers([1, 1], 3)
