@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", default=None,
                    help="pipeline layers per rank, e.g. 2,2 (chain positions: CaFo counts a block with its "
                    "predictor as one; default: balanced)")
+    t.add_argument("--replicas", type=int, default=1,
+                   help="with --parallel pipeline: data-parallel copies of the pipeline (world = replicas x ranks)")
     t.add_argument("--pipeline-depth", type=int, default=2, help="batches in flight per pipeline link")
     t.add_argument("--dist-timeout", type=float, default=120.0,
                    help="seconds to wait for a peer rank before the job fails")
@@ -182,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device, progress=not args.no_progress, probes=probes, given_by="cli",
             prefix_cache_gb=args.prefix_cache_gb,
             kernels=args.kernels, compile=args.compile, parallel=args.parallel, split=args.split,
-            pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
+            replicas=args.replicas, pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"

@@ -46,6 +46,8 @@ class TrainConfig:
         parallel: ``none`` | ``pipeline`` | ``ddp``, training across ``torchrun`` processes
             (:mod:`localearn.distributed`).
         split: pipeline layers per rank (``"2,2"``); None balances parameter counts.
+        replicas: with ``pipeline``, copies of the pipeline that split every batch's rows and
+            average each layer's gradient, as ``ddp`` does (world size = replicas x pipeline ranks).
         pipeline_depth: training messages in flight per pipeline link (bounded send buffers).
         dist_timeout: seconds a collective or receive may wait for a peer before the job fails.
     """
@@ -71,6 +73,7 @@ class TrainConfig:
     evaluate_test: bool = True
     parallel: str = "none"
     split: str | None = None
+    replicas: int = 1
     pipeline_depth: int = 2
     dist_timeout: float = 120.0
 
@@ -89,6 +92,11 @@ class TrainConfig:
             raise ConfigError(f"prefix_cache_gb must be >= 0, got {self.prefix_cache_gb}")
         if self.parallel not in ("none", "pipeline", "ddp"):
             raise ConfigError(f"parallel must be none, pipeline or ddp, got {self.parallel!r}")
+        if int(self.replicas) < 1:
+            raise ConfigError(f"replicas must be a positive integer, got {self.replicas}")
+        if int(self.replicas) > 1 and self.parallel != "pipeline":
+            raise ConfigError("replicas copies a layer pipeline: use it with parallel pipeline "
+                              "(under ddp every rank is already a replica)")
         if int(self.pipeline_depth) < 1:
             raise ConfigError(f"pipeline_depth must be a positive integer, got {self.pipeline_depth}")
         if not (self.dist_timeout > 0 and math.isfinite(self.dist_timeout)):

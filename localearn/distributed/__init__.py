@@ -11,6 +11,8 @@ CUDA):
 * ``ddp`` (:mod:`.ddp`): every rank holds the whole learner and a slice of every batch; each
   layer's gradient is averaged across ranks inside ``LocalLayer.train_step`` before that layer's
   own optimizer steps.
+* ``pipeline`` with ``replicas`` D > 1: both at once, D copies of a pipeline, each copy of a
+  layer group averaging its gradients with the other copies of that group (:class:`.ddp.Replicas`).
 
 The Trainer calls a strategy object at five points (``setup``, ``batches``, ``step``,
 ``evaluate``, ``summary``); :class:`Parallel` is the single-process identity, so the loop in

@@ -36,32 +36,24 @@ from localearn.errors import ConfigError, LocalearnError
 from localearn.layer import LocalLayer
 
 
-class DataParallel(RankBase):
-    """``--parallel ddp`` (see the module docstring)."""
+class Replicas:
+    """What data parallelism does among the replicas of some layers: average each layer's gradient
+    (rows-weighted), share BatchNorm statistics, and check that the replicas agree. ``group``: the
+    process group of the replicas (None: every rank); ``first``: the global rank of its first."""
 
-    mode = "ddp"
-
-    def __init__(self, config: Any, device: torch.device) -> None:
-        super().__init__(config, device)
-        self._share = 1.0 / self.world_size
+    def __init__(self, rank: int, device: torch.device, group: Any = None, first: int = 0) -> None:
+        self.rank, self.device, self.group, self.first = rank, device, group, first
+        self.share = 1.0  # this rank's share of the current batch's rows
         self.bytes_sent, self.wait_seconds = 0, 0.0  # the gradient all-reduces
 
-    def setup(self, trainer: Any) -> None:
-        learner = trainer.learner
-        reason = getattr(learner, "ddp_refusal", "")
-        if reason:
-            raise ConfigError(f"{learner.name} cannot run --parallel ddp: {reason}")
+    def hook(self, learner: nn.Module) -> None:
+        """Average every local layer's gradient before its step; start from the first's weights."""
         for module in learner.modules():
             if isinstance(module, LocalLayer):
                 module.grad_sync = self.sync
         with torch.no_grad():  # identical seeds give identical weights; make it a fact
             for t in (*learner.parameters(), *learner.buffers()):
-                dist.broadcast(t.data, 0)
-
-    def batches(self, batches: Iterable[Any], stage: Any) -> Iterator[Any]:
-        for batch, share in local_rows(batches, self.rank, self.world_size):
-            self._share = share
-            yield batch
+                dist.broadcast(t.data, self.first, group=self.group)
 
     def sync(self, layer: nn.Module) -> None:
         """Replace each gradient of ``layer`` by the rows-weighted mean over ranks, in one
@@ -70,8 +62,9 @@ class DataParallel(RankBase):
         start = time.perf_counter()
         for dtype in {g.dtype for g in grads}:
             group = [g for g in grads if g.dtype == dtype]
-            flat = torch.cat([g.reshape(-1) for g in group]).mul_(self._share)
-            guarded(self.rank, "a peer in the gradient all-reduce", lambda flat=flat: dist.all_reduce(flat))
+            flat = torch.cat([g.reshape(-1) for g in group]).mul_(self.share)
+            guarded(self.rank, "a peer in the gradient all-reduce",
+                    lambda flat=flat: dist.all_reduce(flat, group=self.group))
             self.bytes_sent += flat.numel() * flat.element_size()
             offset = 0
             for g in group:
@@ -79,28 +72,57 @@ class DataParallel(RankBase):
                 offset += g.numel()
         self.wait_seconds += time.perf_counter() - start
 
-    def end_epoch(self, trainer: Any) -> None:
-        """Broadcast rank 0's buffers (BN statistics), then check the replicas still agree."""
-        self.agree()  # a non-finite rank stops every rank, before the checksums can disagree
-        learner = trainer.learner
+    def end_epoch(self, learner: nn.Module) -> None:
+        """Broadcast the first replica's buffers (BN statistics), then check the replicas agree."""
         with torch.no_grad():
             for b in learner.buffers():
                 if b.is_floating_point():
-                    guarded(self.rank, "rank 0", lambda b=b: dist.broadcast(b.data, 0))
-            sums = torch.stack([p.detach().double().sum() for p in learner.parameters()]).to(self.device)
+                    guarded(self.rank, f"rank {self.first}",
+                            lambda b=b: dist.broadcast(b.data, self.first, group=self.group))
+            params = list(learner.parameters())
+            if not params:
+                return
+            sums = torch.stack([p.detach().double().sum() for p in params]).to(self.device)
             low, high = sums.clone(), sums.clone()
-            guarded(self.rank, "a peer", lambda: dist.all_reduce(low, op=dist.ReduceOp.MIN))
-            guarded(self.rank, "a peer", lambda: dist.all_reduce(high, op=dist.ReduceOp.MAX))
+            guarded(self.rank, "a peer", lambda: dist.all_reduce(low, op=dist.ReduceOp.MIN, group=self.group))
+            guarded(self.rank, "a peer", lambda: dist.all_reduce(high, op=dist.ReduceOp.MAX, group=self.group))
         if not torch.equal(low, high):
             raise LocalearnError(f"rank {self.rank}: the data-parallel replicas diverged (parameter sums differ "
                                  f"by up to {float((high - low).abs().max()):.3g}); a step bypassed "
                                  "LocalLayer.train_step's gradient averaging")
 
+
+class DataParallel(RankBase):
+    """``--parallel ddp`` (see the module docstring)."""
+
+    mode = "ddp"
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.replicas = Replicas(self.rank, device)
+        self.replicas.share = 1.0 / self.world_size
+
+    def setup(self, trainer: Any) -> None:
+        learner = trainer.learner
+        reason = getattr(learner, "ddp_refusal", "")
+        if reason:
+            raise ConfigError(f"{learner.name} cannot run --parallel ddp: {reason}")
+        self.replicas.hook(learner)
+
+    def batches(self, batches: Iterable[Any], stage: Any) -> Iterator[Any]:
+        for batch, share in local_rows(batches, self.rank, self.world_size):
+            self.replicas.share = share
+            yield batch
+
+    def end_epoch(self, trainer: Any) -> None:
+        self.agree()  # a non-finite rank stops every rank, before the checksums can disagree
+        self.replicas.end_epoch(trainer.learner)
+
     def rank_info(self) -> dict[str, Any]:
-        return {"layers": "all", "batch_share": round(self._share, 4)}
+        return {"layers": "all", "batch_share": round(self.replicas.share, 4)}
 
     def traffic(self) -> dict[str, Any]:
-        return {"bytes_sent": self.bytes_sent, "wait_seconds": self.wait_seconds}
+        return {"bytes_sent": self.replicas.bytes_sent, "wait_seconds": self.replicas.wait_seconds}
 
 
 def local_rows(batches: Iterable[Any], rank: int, world: int) -> Iterator[tuple[Any, float]]:

@@ -34,11 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from localearn.distributed import RankBase
+from localearn.distributed.ddp import Replicas, local_rows
 from localearn.distributed.split import split_layers
 from localearn.distributed.transport import Link, guarded, pack_context, unpack_context
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.utils import to_device
+
+SHARE = "localearn/share"  # a message's rows share under --replicas (not a context value)
 
 
 class Elsewhere(LocalLayer):
@@ -73,6 +76,17 @@ class PipelineParallel(RankBase):
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
         self.link = Link(self.rank, device, config.pipeline_depth)
+        # --replicas D: D copies of a pipeline of world/D ranks (rank = replica * pipe_size +
+        # pipe_rank); the copies of one group of layers average their gradients (.ddp.Replicas).
+        count = int(getattr(config, "replicas", 1))
+        if count < 1 or self.world_size % count:
+            raise ConfigError(f"--replicas {count} must divide the {self.world_size} ranks")
+        self.pipe_size = self.world_size // count
+        self.pipe_rank, self.replica = self.rank % self.pipe_size, self.rank // self.pipe_size
+        self.replicas: Replicas | None = None
+        if count > 1:  # every rank creates every group, in the same order
+            groups = [dist.new_group([d * self.pipe_size + g for d in range(count)]) for g in range(self.pipe_size)]
+            self.replicas = Replicas(self.rank, device, groups[self.pipe_rank], first=self.pipe_rank)
         self.groups: list[range] = []  # chain positions per rank
         self.mine = range(0)
         self.position: dict[int, int] = {}  # layer index -> its chain position
@@ -87,21 +101,27 @@ class PipelineParallel(RankBase):
             raise ConfigError(f"{learner.name} cannot run --parallel pipeline: {reason}")
         if learner.task != "classification":
             raise ConfigError(f"--parallel pipeline scores classification only, not the {learner.task} task")
+        if self.replicas is not None and learner.ddp_refusal:
+            raise ConfigError(f"{learner.name} cannot run --replicas: {learner.ddp_refusal}")
         self._classes = learner.num_classes
         positions = learner.pipeline_positions()
         self.position = {i: p for p, pos in enumerate(positions) for i in pos}
         layers = learner.local_layers
         sizes = [sum(q.numel() for i in pos for q in layers[i].parameters()) for pos in positions]
-        self.groups = split_layers(sizes, self.world_size, self.config.split)
-        self.mine = self.groups[self.rank]
+        self.groups = split_layers(sizes, self.pipe_size, self.config.split)
+        self.mine = self.groups[self.pipe_rank]
         self._positions = positions
         for i, layer in enumerate(layers):
             if self.position[i] not in self.mine:  # built on every rank from one seed, then dropped
-                learner.layers[i] = Elsewhere(layer.layer_name, self._owner(self.position[i]))
+                owner = self.replica * self.pipe_size + self._owner(self.position[i])
+                learner.layers[i] = Elsewhere(layer.layer_name, owner)
         learner.prefix_cache = None  # each rank recomputes only its own frozen layers
         trainer.optimizers = learner.optimizers()
+        if self.replicas is not None:
+            self.replicas.hook(learner)
 
     def _owner(self, position: int) -> int:
+        """The pipeline rank (0 .. pipe_size-1) holding ``position``."""
         return next(r for r, g in enumerate(self.groups) if position in g)
 
     def _last(self, stage: Any) -> int:
@@ -111,16 +131,24 @@ class PipelineParallel(RankBase):
     # ------------------------------------------------------------------------------- training
     def batches(self, batches: Iterable[Any], stage: Any) -> Iterable[Any]:
         last = self._last(stage)
-        if self.rank == 0:
-            return batches
+        if self.pipe_rank == 0:
+            return batches if self.replicas is None else self._shares(batches, self.replicas)
         if self.mine.start > last:  # this unit ends before this rank: nothing arrives
             return iter(())
         return self._arrivals(batches)
+
+    def _shares(self, batches: Iterable[Any], replicas: Replicas) -> Iterator[Any]:
+        for batch, share in local_rows(batches, self.replica, self.world_size // self.pipe_size):
+            replicas.share = share  # the later ranks of this replica read it from the message
+            yield batch
 
     def _arrivals(self, batches: Iterable[Any]) -> Iterator[Received]:
         for _ in batches:  # the same seeded order on every rank: one message per batch
             tensors, scalars = self.link.recv(self.rank - 1, "train")
             h = tensors.pop("h")
+            share = scalars.pop(SHARE, None)
+            if self.replicas is not None:
+                self.replicas.share = float(share)
             assert h is not None
             yield Received(h, unpack_context(tensors, scalars, self._classes))
 
@@ -135,6 +163,8 @@ class PipelineParallel(RankBase):
         h, losses = learner.pipeline_step(h, ctx, stage, mine)
         if self.mine.stop <= last:  # a later rank trains or forwards for this unit
             tensors, scalars = pack_context(ctx)
+            if self.replicas is not None:
+                scalars[SHARE] = self.replicas.share
             self.link.send(self.rank + 1, "train", {"h": h, **tensors}, scalars)
         losses["loss"] = sum(losses.values()) / max(len(losses), 1)
         return losses
@@ -142,6 +172,8 @@ class PipelineParallel(RankBase):
     def end_epoch(self, trainer: Any) -> None:
         self.link_flush()
         self.agree()
+        if self.replicas is not None:
+            self.replicas.end_epoch(trainer.learner)
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -152,9 +184,9 @@ class PipelineParallel(RankBase):
         need = max(votes)
         owner = self._owner(need)
         totals = torch.zeros(3, dtype=torch.float64)
-        if self.rank <= owner:
+        if self.replica == 0 and self.pipe_rank <= owner:  # replica 0 scores; the others wait
             for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
-                if self.rank == 0:
+                if self.pipe_rank == 0:
                     h, ctx = learner.pipeline_eval_input(to_device(batch, self.device))
                     scores = None
                 else:
@@ -165,7 +197,7 @@ class PipelineParallel(RankBase):
                     h, s = learner.pipeline_eval(p, h, ctx, stage, p in votes)
                     if s is not None:
                         scores = s if scores is None else scores + s
-                if self.rank < owner:
+                if self.pipe_rank < owner:
                     tensors, scalars = pack_context(ctx)
                     self.link.send(self.rank + 1, "eval", {"h": h, "scores": scores, **tensors}, scalars)
                 else:
@@ -174,7 +206,7 @@ class PipelineParallel(RankBase):
                     totals += torch.tensor([float(F.cross_entropy(final, y, reduction="sum")),
                                             float((final.argmax(1) == y).sum()), float(y.shape[0])],
                                            dtype=torch.float64)
-            if self.rank < owner:
+            if self.pipe_rank < owner:
                 self.link.flush(self.rank + 1)
         totals = totals.to(self.device)
         guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
@@ -182,13 +214,16 @@ class PipelineParallel(RankBase):
         return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "samples": int(totals[2])}
 
     def link_flush(self) -> None:
-        if self.rank + 1 < self.world_size:
+        if self.pipe_rank + 1 < self.pipe_size:
             self.link.flush(self.rank + 1)
 
     def traffic(self) -> dict[str, Any]:
-        return {"bytes_sent": self.link.bytes_sent, "wait_seconds": self.link.wait_seconds}
+        reps = self.replicas
+        return {"bytes_sent": self.link.bytes_sent + (reps.bytes_sent if reps else 0),
+                "wait_seconds": self.link.wait_seconds + (reps.wait_seconds if reps else 0.0)}
 
     def rank_info(self) -> dict[str, Any]:
         own = [i for pos in self._positions[self.mine.start:self.mine.stop] for i in pos]
         return {"layers": sorted(own), "positions": [self.mine.start, self.mine.stop - 1] if len(self.mine) else [],
-                "groups": [[g.start, g.stop - 1] for g in self.groups]}
+                "groups": [[g.start, g.stop - 1] for g in self.groups],
+                **({"replica": self.replica, "batch_share": round(self.replicas.share, 4)} if self.replicas else {})}
