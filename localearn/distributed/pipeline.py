@@ -17,6 +17,12 @@ travels with the activations, and the rank holding the last vote turns the sum i
 (``learner.pipeline_scores``), scores them and broadcasts loss and accuracy, so the stopping rule
 decides alike everywhere.
 
+With ``replicas`` D > 1 (``--replicas``) the ranks form D copies of a pipeline of world/D ranks:
+each copy's first rank takes its share of every batch's rows, the share travels with the
+activations, and the copies of one layer group average their gradients before each layer's step
+(:class:`~localearn.distributed.ddp.Replicas`, over a process group of just those ranks), so the
+result is that of one process with the whole batch. Copy 0 evaluates; the others wait for its result.
+
 A learner opts in by deriving from :class:`~localearn.distributed.pipelined.Pipelined`; one whose
 layers need something from later layers sets ``pipeline_refusal`` to the reason instead (CCL's
 feedback network, collaborative FF's summed goodness, CaFo-DFA's error), and
