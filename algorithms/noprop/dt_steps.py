@@ -76,10 +76,8 @@ class DTSteps(Pipelined):
         return ctx
 
     @contextmanager
-    def _seeded(self, x: Tensor, t: int, part: int) -> Iterator[None]:
-        """A private noise stream for (step, block t, part): 0 the block's, 1 the head's; the
-        global stream is restored afterwards."""
-        seed = (int(self.noise_seed) * 1_000_003 + int(self.step_count) * 2 * (self.T + 1) + 2 * t + part) % 2**63
+    def _seeded(self, x: Tensor, seed: int) -> Iterator[None]:
+        """Draw from a private stream seeded by ``seed``; the global stream is restored afterwards."""
         with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
             torch.random.default_generator.manual_seed(seed)
             if x.is_cuda:
@@ -100,10 +98,12 @@ class DTSteps(Pipelined):
         head = self.layers[self.T] if self.T in mine else None
         logs: dict[str, float] = {}
         total = 0.0
+        # One stream per (step, block t, part): 0 the block's step, 1 the head's step after it.
+        base = int(self.noise_seed) * 1_000_003 + int(self.step_count) * 2 * (self.T + 1)
         for t in ts:
             l2, terms = 0.0, []
             if t - 1 in mine:
-                with self._seeded(x, t, 0):
+                with self._seeded(x, (base + 2 * t) % 2**63):
                     bar = float(self.alpha_bar[t - 1])
                     z = math.sqrt(bar) * u + math.sqrt(1 - bar) * torch.randn_like(u)
                     weight = float(self.weight[t])
@@ -112,7 +112,7 @@ class DTSteps(Pipelined):
                 l2, terms = float(loss), [(weight, logits)]
                 logs[f"loss/block{t}"] = l2
             if isinstance(head, NoPropHead):
-                with self._seeded(x, t, 1):
+                with self._seeded(x, (base + 2 * t + 1) % 2**63):
                     eps = torch.randn(len(y), head.dim, device=u.device, dtype=u.dtype)
                     _, head_loss = head.train_step(eps, Context(y, self.num_classes, {"block_terms": terms}))
                 # L_t = CE + KL + L2; the head's loss already holds the L2 term when W_Embed is learned.

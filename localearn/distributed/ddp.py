@@ -55,6 +55,12 @@ class Replicas:
             for t in (*learner.parameters(), *learner.buffers()):
                 dist.broadcast(t.data, self.first, group=self.group)
 
+    def rows(self, batches: Iterable[Any], index: int, count: int) -> Iterator[Any]:
+        """Replica ``index`` of ``count``'s contiguous share of every batch (its share recorded)."""
+        for batch, share in local_rows(batches, index, count):
+            self.share = share
+            yield batch
+
     def sync(self, layer: nn.Module) -> None:
         """Replace each gradient of ``layer`` by the rows-weighted mean over ranks, in one
         all-reduce per dtype (a layer's gradients are few and small next to its compute)."""
@@ -110,9 +116,7 @@ class DataParallel(RankBase):
         self.replicas.hook(learner)
 
     def batches(self, batches: Iterable[Any], stage: Any) -> Iterator[Any]:
-        for batch, share in local_rows(batches, self.rank, self.world_size):
-            self.replicas.share = share
-            yield batch
+        return self.replicas.rows(batches, self.rank, self.world_size)
 
     def end_epoch(self, trainer: Any) -> None:
         self.agree()  # a non-finite rank stops every rank, before the checksums can disagree

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from localearn.distributed import RankBase
-from localearn.distributed.ddp import Replicas, local_rows
+from localearn.distributed.ddp import Replicas
 from localearn.distributed.split import split_layers
 from localearn.distributed.transport import Link, guarded, pack_context, unpack_context
 from localearn.errors import ConfigError
@@ -84,7 +84,7 @@ class PipelineParallel(RankBase):
         self.link = Link(self.rank, device, config.pipeline_depth)
         # --replicas D: D copies of a pipeline of world/D ranks (rank = replica * pipe_size +
         # pipe_rank); the copies of one group of layers average their gradients (.ddp.Replicas).
-        count = int(getattr(config, "replicas", 1))
+        self.copies = count = int(config.replicas)
         if count < 1 or self.world_size % count:
             raise ConfigError(f"--replicas {count} must divide the {self.world_size} ranks")
         self.pipe_size = self.world_size // count
@@ -138,15 +138,11 @@ class PipelineParallel(RankBase):
     def batches(self, batches: Iterable[Any], stage: Any) -> Iterable[Any]:
         last = self._last(stage)
         if self.pipe_rank == 0:
-            return batches if self.replicas is None else self._shares(batches, self.replicas)
+            # Under --replicas the later ranks of this copy read the share from the message.
+            return batches if self.replicas is None else self.replicas.rows(batches, self.replica, self.copies)
         if self.mine.start > last:  # this unit ends before this rank: nothing arrives
             return iter(())
         return self._arrivals(batches)
-
-    def _shares(self, batches: Iterable[Any], replicas: Replicas) -> Iterator[Any]:
-        for batch, share in local_rows(batches, self.replica, self.world_size // self.pipe_size):
-            replicas.share = share  # the later ranks of this replica read it from the message
-            yield batch
 
     def _arrivals(self, batches: Iterable[Any]) -> Iterator[Received]:
         for _ in batches:  # the same seeded order on every rank: one message per batch

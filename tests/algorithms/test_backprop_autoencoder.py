@@ -13,23 +13,15 @@ import torch
 import torch.nn.functional as F
 from localearn.algorithms.backprop import Backprop
 from localearn.algorithms.counter_current import CounterCurrent
+from stop_after import StopAfter
 
 import localearn
-from localearn import Callback, TrainConfig, Trainer, load_dataset
+from localearn import TrainConfig, Trainer, load_dataset
 from localearn.data.base import ImageData
 from localearn.errors import ConfigError
 from localearn.utils import seed_everything
 
 ARCH = "mlp:784-256-64-256"  # the benchmark's MLP autoencoder
-
-
-class _StopAfter(Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_epoch_end(self, trainer: Trainer, stage: object, record: dict) -> None:
-        if record["global_epoch"] == self.epochs:
-            raise KeyboardInterrupt
 
 
 def _small_mnist(shared_data: Path) -> ImageData:
@@ -65,7 +57,7 @@ def test_backprop_autoencoder_lowers_mnist_val_mse_and_resumes(shared_data: Path
     assert full["metrics"]["test_mse"] < 0.7 * mean_image  # measured 0.389
 
     with pytest.raises(KeyboardInterrupt):
-        _trainer(data, tmp_path / "cut", [_StopAfter(3)]).fit()
+        _trainer(data, tmp_path / "cut", [StopAfter(3)]).fit()
     resumed = _trainer(data, tmp_path / "cut")
     resumed.resume(tmp_path / "cut" / "checkpoint.pt")
     again = resumed.fit()

@@ -10,25 +10,17 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from stop_after import StopAfter
 
 import localearn
-from localearn import Callback, LocalLayer, Trainer
+from localearn import LocalLayer
 from localearn.errors import ConfigError
 from localearn.run import load_run
 
 
-class _StopAfter(Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_epoch_end(self, trainer: Trainer, stage: object, record: dict) -> None:
-        if record["global_epoch"] == self.epochs:
-            raise KeyboardInterrupt
-
-
 def _interrupted_then_resumed(out: Path, algo: str, dataset: str, cut: int, **kw: Any) -> dict[str, Any]:
     with pytest.raises(KeyboardInterrupt):
-        localearn.fit(algo, dataset, out=out, callbacks=[_StopAfter(cut)], **kw)
+        localearn.fit(algo, dataset, out=out, callbacks=[StopAfter(cut)], **kw)
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     return localearn.fit(None, None, out=out, resume=True, progress=False)
 

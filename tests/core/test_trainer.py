@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stop_after import StopAfter
 
 import localearn
 from localearn import Callback, TrainConfig, Trainer, create_learner, load_dataset
@@ -87,17 +88,11 @@ def test_early_stopping_and_best_restore() -> None:
     assert spy.events[0] == "start" and spy.events[-1] == "end" and "epoch:network" in spy.events
 
 
-class _Interrupt(Callback):
-    def on_epoch_end(self, trainer: Trainer, stage: object, record: dict) -> None:
-        if record["global_epoch"] == 3:
-            raise KeyboardInterrupt
-
-
 def test_ctrl_c_leaves_a_resumable_run_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
     full = _run(tmp_path / "full", epochs=2)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        _run(out, epochs=2, callbacks=[_Interrupt()])
+        _run(out, epochs=2, callbacks=[StopAfter(3)])
     partial = json.loads((out / "run.json").read_text())
     assert partial["status"] == "interrupted" and len(partial["history"]) == 3
     resumed = localearn.fit(None, None, out=out, resume=True, progress=False)
