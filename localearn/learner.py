@@ -293,8 +293,9 @@ class LocalLearner(nn.Module):
             h, s = self.run_position(p, h, ctx, p in votes)
             if s is not None:
                 total = s if total is None else total + s
-        if total is None:
-            raise ConfigError(f"{self.name}: no position in {votes} gives class scores")
+        if total is None:  # e.g. an autoencoder's chain
+            hint = "; use reconstruct(x)" if self.task == "autoencoder" else ""
+            raise ConfigError(f"{self.name} ({self.task}) gives no class scores{hint}")
         return self.combine(total, stage)
 
     def predict(self, x: Any) -> Tensor:

@@ -9,7 +9,7 @@ See the package docstring for the equations, options and deviations.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +90,7 @@ class ForwardForward(LocalLearner):
             layer.collab, layer.index = self.collab, len(self.layers)
             self.add_layer(layer)
             in_dim = width
-        depth = len(self.layers)
+        self.depth = depth = len(self.layers)
         # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
         self.read_layers = tuple(range(1, depth)) if depth > 1 else (0,)
         # CFF trains every layer on σ(Σ_t G_t − Σ_t θ_t), layer 1 included, so per-label
@@ -114,8 +114,9 @@ class ForwardForward(LocalLearner):
 
     @property
     def ff_layers(self) -> list[FFLayer]:
-        """The FF layers (``self.layers`` without the classifier), typed."""
-        return [layer for layer in self.layers if isinstance(layer, FFLayer)]
+        """The FF layers (``self.layers`` without the classifier), typed (one process: a pipeline
+        rank holds only its own, so the chain indexes ``self.layers`` by position instead)."""
+        return [cast(FFLayer, layer) for layer in list(self.layers)[: self.depth]]
 
     def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
         for layer in self.ff_layers:
@@ -167,7 +168,7 @@ class ForwardForward(LocalLearner):
                        positions: Sequence[tuple[int, ...]]) -> tuple[Any, Losses]:
         """The chain over the 2B rows (γ_l comes through the context), then the linear classifier's
         step on the detached neutral-label features where the unit trains it."""
-        depth = len(self.ff_layers)
+        depth = self.depth
         chain = [pos for pos in positions if pos[0] < depth]
         losses: Losses = {}
         if set(stage.layers) & {i for pos in chain for i in pos}:
@@ -184,7 +185,7 @@ class ForwardForward(LocalLearner):
     def eval_input(self, x: Any, stage: Stage | None = None) -> tuple[Any, Context]:
         """``x`` with what position 0 builds from it: the C label-embedded copies (per-label
         goodness), or, where the classifier votes, the neutral-label rows (its features)."""
-        neutral = self.classifier is not None and self.votes(stage) == (len(self.ff_layers),)
+        neutral = self.classifier is not None and self.votes(stage) == (self.depth,)
         extras: dict[str, Any] = {"rows": x.shape[0], "neutral": neutral}
         if neutral:  # the classifier's features, gathered along the chain (one process: FF-linear never pipelines)
             extras["feats"] = []
@@ -192,13 +193,13 @@ class ForwardForward(LocalLearner):
 
     def run_position(self, p: int, h: Any, ctx: Context, vote: bool) -> tuple[Any, Tensor | None]:
         """Layer p's per-label goodness ``(B, C)``, or the classifier's logits on the features."""
-        depth, b, neutral = len(self.ff_layers), ctx["rows"], ctx["neutral"]
+        depth, b, neutral = self.depth, ctx["rows"], ctx["neutral"]
         if p == depth:
             return h, self.classifier(torch.cat(ctx["feats"], 1)) if self.classifier is not None else None
         if p == 0:
-            h = self.ff_layers[0](self._inputs(h, None)) if neutral else self._label_rows_first(h)
+            h = self.layers[0](self._inputs(h, None)) if neutral else self._label_rows_first(h)
         else:
-            h = self.ff_layers[p](h)
+            h = self.layers[p](h)
         if neutral:
             if p in self.read_layers:
                 ctx["feats"].append(ops.rms_normalise(h))
@@ -208,7 +209,7 @@ class ForwardForward(LocalLearner):
     def votes(self, stage: Stage | None) -> tuple[int, ...]:
         """The classifier (``linear``, outside greedy layer units); else the per-label goodness of
         layers 2..L (or all, under CFF), or in a greedy unit of the layers trained so far."""
-        depth = len(self.ff_layers)
+        depth = self.depth
         if stage is not None and self.schedule_mode == "greedy" and stage.layers and stage.layers[0] < depth:
             last = max(stage.layers)
             return tuple(range(1, last + 1)) if last > 0 else (0,)
@@ -217,7 +218,7 @@ class ForwardForward(LocalLearner):
     def _label_rows_first(self, x: Tensor) -> Tensor:
         """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
         image part once (:func:`ops.first_layer_per_label`) when layer 1 is a plain Linear."""
-        first = self.ff_layers[0]
+        first = cast(FFLayer, self.layers[0])
         if not isinstance(first.linear, nn.Linear):  # a user block: the direct C·B-row pass
             labels = torch.arange(self.num_classes, device=x.device).repeat_interleave(x.shape[0])
             return first(self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels))

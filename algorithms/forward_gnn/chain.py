@@ -10,9 +10,10 @@ Inference: each layer's vote is its per-node class scores for every real node: S
 its virtual-node logits (averaged over the voting layers, whose log is the prediction:
 ``prediction_rule = "mean_prob"``), FF the goodness per candidate class (summed). FF-LA runs one
 graph per candidate label, stacked; FF-VN one candidate graph per class, each through every layer.
-The top-down variants (Top2Loss, Top2Input) are one position: Top2Loss's states come from a
-bottom-up SF pass, Top2Input's from ``test_steps`` recurrent steps (softmax accumulated from step 2
-on), and the position's vote is the layers' probabilities aggregated as ``eval_aggregation`` says.
+The top-down variants (Top2Loss, Top2Input) do not train as a chain (they refuse the pipeline),
+but they score layer by layer too: Top2Loss's states come from a bottom-up SF pass, Top2Input's
+from ``test_steps`` recurrent steps over all layers at position 0 (softmax accumulated from step 2
+on), each layer's vote read from them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from localearn.layer import Context
@@ -62,8 +62,10 @@ class GraphChain(LocalLearner):
 
     def run_position(self, p: int, h: Any, ctx: Context, vote: bool) -> tuple[Any, Tensor | None]:
         """Layer p's node states and, if it votes, its ``(nodes, C)`` scores (see the module docstring)."""
-        if self.variant in TOP_DOWN:
-            return h, self._top_down_probs(h, ctx) if vote else None
+        if self.variant == "top2input":  # the recurrent pass runs once, at the first position
+            if p == 0:
+                ctx.extras["probs"] = topdown.recurrent_probs(self, ctx["graph"], h, ctx["edge_index"])
+            return h, ctx["probs"][p] if vote else None
         layer = self.layers[p]
         assert isinstance(layer, GraphLayer)
         if self.variant == "ff_vn":
@@ -73,21 +75,9 @@ class GraphChain(LocalLearner):
         if not vote:
             return h, None
         n = int(ctx["num_real"])
-        if self.variant == "sf":
-            return h, torch.softmax(sf_logits(h, n, self.tau), 1)
-        return h, goodness(h[:, :n]).T  # (nodes, C): goodness per candidate class
-
-    def _top_down_probs(self, x: Tensor, ctx: Context) -> Tensor:
-        """Each layer's class probabilities, aggregated over layers (``sum_layers``) or the last."""
-        n, edges = int(ctx["num_real"]), ctx["edge_index"]
-        if self.variant == "top2input":
-            probs = topdown.recurrent_probs(self, ctx["graph"], x, edges)
-        else:
-            probs, h = [], x
-            for layer in self.layers:
-                h = layer(h, edges)
-                probs.append(F.softmax(sf_logits(h, n, self.tau), 1))
-        return probs[-1] if self.eval_aggregation == "last" else torch.stack(probs).mean(0)
+        if self.variant in ("ff_la", "ff_vn"):
+            return h, goodness(h[:, :n]).T  # (nodes, C): goodness per candidate class
+        return h, torch.softmax(sf_logits(h, n, self.tau), 1)
 
     def votes(self, stage: Stage | None) -> tuple[int, ...]:
         """A greedy unit's own layer; else the last layer or all of them (``eval_aggregation``)."""

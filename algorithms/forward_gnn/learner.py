@@ -195,18 +195,13 @@ class ForwardGNN(GraphChain):
         return ctx
 
     # ----------------------------------------------------------------------------- training
-    def positions(self) -> list[tuple[int, ...]]:
-        """One layer each (SF, FF-LA, FF-VN); the top-down variants are one position (not a chain)."""
-        if self.variant in TOP_DOWN:
-            return [tuple(range(len(self.layers)))]
-        return super().positions()
-
     def step_positions(self, h: Any, ctx: Context, stage: Stage,
                        positions: Sequence[tuple[int, ...]]) -> tuple[Any, Losses]:
         """SF and the FF variants: the base chain. Top-down variants: every layer steps on the
         previous step's states of the layers around it (:mod:`.topdown`)."""
         if self.variant not in TOP_DOWN:
             return super().step_positions(h, ctx, stage, positions)
+        assert len(positions) == len(self.layers), "top-down variants step all layers together (one process)"
         if self.variant == "top2loss":
             return h, topdown.step_top2loss(self, h, ctx)
         return h, topdown.step_top2input(self, ctx["graph"], h, ctx)

@@ -21,7 +21,7 @@ from torch import Tensor
 from localearn.learner import LocalLearner
 from localearn.registry import get_algorithm
 from localearn.trainer import make_optimizer_factory
-from localearn.update import UpdatePolicy
+from localearn.update import UpdatePolicy, centralize_gradients
 from localearn.utils import seed_everything
 
 
@@ -199,14 +199,33 @@ def check_runs_without_triton(name: str) -> None:
             os.environ["LOCALEARN_KERNELS"] = env
 
 
+def _as_the_policy_would(policy: UpdatePolicy, layer: Any, grads: dict[int, Tensor]) -> None:
+    """Centralise and clip ``grads`` (parameter id -> gradient) in place as ``policy`` would treat
+    this layer's own gradient alone: one clip per clip group of the layer's optimizer."""
+    if policy.grad_centralization:
+        centralize_gradients(grads.values())
+    if policy.grad_clip > 0 and layer.optimizer is not None:
+        groups: dict[str, list[Tensor]] = {}
+        for group in layer.optimizer.param_groups:
+            key = str(group.get("clip_group", "all"))
+            groups.setdefault(key, []).extend(grads[id(p)] for p in group["params"] if id(p) in grads)
+        for members in groups.values():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in members]))
+            coef = (policy.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+            for g in members:
+                g.mul_(coef)
+
+
 def check_declared_coupling(name: str) -> None:
     """A learner that says it is block-local updates every layer from its own local loss alone.
 
     Each ``LocalLayer.forward_loss`` call is wrapped to take the gradient of that loss with
     respect to the layer's own parameters (in the same call, so side effects such as running
-    statistics happen once); every optimizer step must then use exactly that gradient. A learner
-    whose update mixes in anything else (a clip coefficient over other layers, a global loss)
-    must set ``block_local = False`` and say what couples it in ``coupling``.
+    statistics happen once), transformed as the learner's update policy transforms a layer's own
+    gradient (centralisation, a clip per clip group of the layer); every optimizer step must then
+    use exactly that gradient. A learner whose update mixes in anything else (a clip coefficient
+    over other layers, a global loss) must set ``block_local = False`` and say what couples it in
+    ``coupling``.
     """
     fx = make_fixture(name)
     learner = fx.learner
@@ -219,12 +238,14 @@ def check_declared_coupling(name: str) -> None:
         original = layer.forward_loss
         params = [p for p in layer.parameters() if p.requires_grad]
 
-        def wrapped(x: Any, ctx: Any, _orig: Any = original, _params: list[Any] = params) -> Any:
+        def wrapped(x: Any, ctx: Any, _orig: Any = original, _params: list[Any] = params,
+                    _layer: Any = layer) -> Any:
             h, loss = _orig(x, ctx)
             if loss.requires_grad and _params:
                 grads = torch.autograd.grad(loss, _params, retain_graph=True, allow_unused=True)
-                for p, g in zip(_params, grads, strict=True):
-                    expected[id(p)] = None if g is None else g.detach().clone()
+                own = {id(p): g.detach().clone() for p, g in zip(_params, grads, strict=True) if g is not None}
+                expected.update({id(p): own.get(id(p)) for p in _params})
+                _as_the_policy_would(fx.policy, _layer, own)
             return h, loss
 
         layer.forward_loss = wrapped  # type: ignore[method-assign]
