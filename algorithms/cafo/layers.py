@@ -8,6 +8,7 @@ bias, as official) trained by one of four losses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -117,8 +118,21 @@ class CafoPredictor(LocalLayer):
         self._a: Tensor | None = None  # HᵀH (mse) or Hᵀ(P − Y) (ce_fullbatch), float64
         self._b: Tensor | None = None  # HᵀY (mse)
 
+    fused_op = "linear_cross_entropy"  # the projection-head op, for the ce loss
+
     def forward(self, h: Tensor) -> Tensor:
         return self.linear(h.flatten(1))
+
+    def fused_weight(self) -> Tensor | None:
+        return self.linear.weight if self.loss_name == "ce" else None
+
+    def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        """``CE(flatten(h_k) W_k)`` through the projection-head op (the fused kernel on a GPU never
+        keeps the logits for backward); the returned scores are computed without a graph."""
+        flat = x.flatten(1)
+        loss = op(flat, self.linear.weight, ctx.y)
+        with torch.no_grad():
+            return self.linear(flat), loss
 
     def local_loss(self, s: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
