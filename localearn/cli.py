@@ -70,7 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
     t.add_argument("--kernels", choices=["auto", "torch", "triton"], default="auto",
                    help="fused FF/MF layer ops: auto = Triton on CUDA, torch elsewhere (localearn.kernels)")
-    t.add_argument("--compile", action="store_true", help="torch.compile each layer's local step")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile each layer's local step: forward, loss, backward and optimizer step")
+    t.add_argument("--cuda-graphs", action="store_true",
+                   help="with --compile on CUDA: capture each compiled step in a CUDA graph (static shapes)")
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast every local step and evaluation (fp16: one gradient scaler per layer)")
+    t.add_argument("--data-on-device", choices=["auto", "on", "off"], default="auto",
+                   help="hold an in-memory dataset on the GPU and shuffle it there (auto: when it fits)")
+    t.add_argument("--log-every", type=int, default=50,
+                   help="steps between reads of the device-side losses (progress bar, divergence check)")
+    t.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (default: the learner's; 0: off)")
+    t.add_argument("--clip-scope", choices=["layer", "network"], default=None,
+                   help="clip each layer alone, or network-wide (a declared coupling)")
+    t.add_argument("--grad-centralization", action=argparse.BooleanOptionalAction, default=None,
+                   help="centralise weight gradients before clipping (default: the learner's)")
+    t.add_argument("--loss-warmup-steps", type=int, default=None, help="linear loss warm-up length in steps")
+    t.add_argument("--lr-warmup-steps", type=int, default=None, help="linear learning-rate warm-up length in steps")
+    t.add_argument("--lr-schedule", choices=["constant", "cosine", "cooldown"], default=None,
+                   help="per-epoch lr schedule of each training unit (default: the learner's recipe)")
     t.add_argument("--parallel", choices=["none", "pipeline", "ddp"], default="none",
                    help="train across torchrun processes: layer groups per rank, or data parallel")
     t.add_argument("--split", default=None,
@@ -131,7 +149,8 @@ def _summary(r: dict[str, Any], out: Path) -> str:
 
     lines = [
         "",
-        f"localearn {r['algorithm']} on {r['dataset']} ({r['arch']}, {r['schedule']}, seed {r['seed']})",
+        f"localearn {r['algorithm']} on {r['dataset']} ({r['arch']}, {r['schedule']}, seed {r['seed']}, "
+        f"{r.get('update', {}).get('precision', 'fp32')})",
         *(summary_lines(r) if r["status"] == "diverged" else
           [f"  test {metric:<15} {m['test_' + metric]:.4f}   (val {m['val_' + metric]:.4f})"]),
         f"  train time           {m['train_seconds']:.2f} s   ({m['samples_per_second']:.0f} samples/s, "
@@ -185,6 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             prefix_cache_gb=args.prefix_cache_gb,
             kernels=args.kernels, compile=args.compile, parallel=args.parallel, split=args.split,
             replicas=args.replicas, pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
+            precision=args.precision, cuda_graphs=args.cuda_graphs, data_on_device=args.data_on_device,
+            log_every=args.log_every, grad_clip=args.grad_clip, clip_scope=args.clip_scope,
+            grad_centralization=args.grad_centralization, loss_warmup_steps=args.loss_warmup_steps,
+            lr_warmup_steps=args.lr_warmup_steps, lr_schedule=args.lr_schedule,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"
