@@ -35,7 +35,9 @@ def run_json(d: dict[str, Any], src: str) -> Iterator[Record]:
                f"validation {sec(m['validate_seconds'])} (metered apart)"]
     else:
         curve = " / ".join(g(h["val_accuracy"]) for h in hist)
-        res = [f"status **{d['status']}** after {len(hist)} epochs", f"validation accuracy by epoch: {curve}",
+        last = g(hist[-1]["val_accuracy"]) if hist else "n/a"
+        res = [f"status **{d['status']}** after {len(hist)} epochs (validation accuracy {last})",
+               f"validation accuracy by epoch: {curve}",
                f"training {sec(m['train_seconds'])} + validation {sec(m['validate_seconds'])}"]
     yield Record(src, d.get("date") or date_from(src), (d["algorithm"],), setting, data_arg(cmd), res)
 
@@ -203,6 +205,22 @@ def overhead(d: dict[str, Any], src: str) -> Iterator[Record]:
                   f"wall time: MF {g(r['mono_forward']['wall'])}, BP {g(r['backprop']['wall'])}"])
 
 
+def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
+    """A study's ``summary.json`` (``localearn study report``): one record per compared arm."""
+    folder = src.rsplit("/", 1)[0]
+    for key, e in d.items():
+        if e.get("is_baseline"):
+            continue
+        res = [f"test accuracy {g(e['test_accuracy_mean'])} (n = {e['n']})"]
+        if e.get("delta_pp") is not None:
+            lo, hi = e["delta_ci95"]
+            res += [f"Δ vs {e['baseline'].split('/')[-1]} **{e['delta_pp']:+.2f} pp** [{lo:+.2f}, {hi:+.2f}], "
+                    f"{e['verdict']}", f"train time {g(e['train_seconds_ratio'], '×')}",
+                    f"peak saved bytes {g(e['peak_saved_bytes_ratio'], '×')}"]
+        yield Record(src, date_from(src), (e["algo"], "studies"),
+                     f"study arm {key}, `{e['arch']}`, {e['protocol']}", f"localearn study report {folder}", res)
+
+
 READERS: dict[str, Callable[[dict[str, Any], str], Iterator[Record]]] = {
     "bench_counter_current": counter_current, "bench_distributed": distributed, "bench_ff_eval": ff_eval,
     "bench_forward_forward": rows_bench, "bench_forward_gnn": forward_gnn, "bench_greedy_cache": greedy_cache,
@@ -218,6 +236,8 @@ def reader_for(d: dict[str, Any], src: str) -> Callable[[dict[str, Any], str], I
         return run_json
     if "scores" in d and "split" in d:
         return rescored
+    if d and all(isinstance(v, dict) and "test_accuracy_mean" in v and "is_baseline" in v for v in d.values()):
+        return study_summary
     if "rows" in d and ("suite" in d or "bench_cafo" in bench or "bench_forward_forward" in bench):
         return rows_bench
     for name, fn in READERS.items():
