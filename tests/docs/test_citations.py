@@ -73,3 +73,13 @@ def test_nothing_in_the_docs_points_outside_the_repository() -> None:
         assert "../shared" not in text and "/work/" not in text, f"{page} points outside the repository"
         found = OLD.search(text)
         assert not found, f"{page} cites {found and found.group()}, which does not ship"
+
+
+def test_draft_links_resolve_from_the_repository_root() -> None:
+    """The README and CONTRIBUTING drafts are swapped in at the root: their links must resolve there."""
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[\w-]+)?\)")
+    for draft in ("_readme_draft.md", "_contributing_draft.md"):
+        text = (DOCS / draft).read_text()
+        for target in link.findall(text):
+            if not target.startswith(("http://", "https://")):
+                assert (REPO / target).exists(), f"docs/{draft}: {target} does not exist at the repository root"
