@@ -228,6 +228,10 @@ class PipelineParallel(RankBase):
         if self.pipe_rank + 1 < self.pipe_size:
             self.link.flush(self.rank + 1)
 
+    def close(self) -> None:
+        super().close()
+        self.link.close()  # shared-memory links: their sockets and mappings
+
     def traffic(self) -> dict[str, Any]:
         reps = self.replicas
         return {"bytes_sent": self.link.bytes_sent + (reps.bytes_sent if reps else 0),

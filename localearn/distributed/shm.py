@@ -12,8 +12,9 @@ gloo path.
 
 Nothing can leak on any exit path: a slot is an anonymous ``memfd`` (no name under
 ``/dev/shm``) whose descriptor travels to the peer with the note that first uses it
-(``SCM_RIGHTS``), and the socket lives in Linux's abstract namespace (no file either); the kernel
-frees both when the last process holding them exits, SIGKILL included. A closed or reset socket
+(``SCM_RIGHTS``) and is then closed on both sides, so only the two mappings hold it; the socket
+lives in Linux's abstract namespace (no file either). The kernel frees both when the last
+process holding them exits or drops them, SIGKILL included. A closed or reset socket
 is the peer's death, raised as the same one-line error as on the gloo path. A slot grows (a new
 memfd) when a message does not fit, e.g. the first evaluation batch after training batches.
 """
@@ -70,25 +71,30 @@ def connect(token: str, timeout: float) -> socket.socket:
 
 
 class _Slot:
-    """One shared buffer: the memfd's mapping and a uint8 tensor over it."""
+    """One shared buffer: a memfd's mapping and a uint8 tensor over it. The mapping alone keeps
+    the memory alive, so no descriptor is held past the note that hands it over (``fd``: the
+    sender's, until then; -1 after)."""
 
     def __init__(self, size: int, fd: int | None = None) -> None:
-        if fd is None:
-            fd = os.memfd_create("localearn-link", os.MFD_CLOEXEC)
+        self.size, self.fd = size, -1
+        if fd is None:  # the sender's new slot
+            fd = self.fd = os.memfd_create("localearn-link", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
-        self.fd, self.size = fd, size
-        self.map = mmap.mmap(fd, size)
-        self.bytes = torch.frombuffer(self.map, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
+        try:
+            self.map = mmap.mmap(fd, size)
+        finally:
+            if self.fd < 0:  # the receiver's copy of the descriptor is no longer needed
+                os.close(fd)
+        self.bytes = torch.frombuffer(self.map, dtype=torch.uint8)
 
     def view(self, offset: int, dtype: torch.dtype, shape: list[int]) -> Tensor:
         count = 1
         for n in shape:
             count *= n
-        nbytes = count * dtype.itemsize
-        return self.bytes[offset:offset + nbytes].view(dtype).view(shape)
+        return self.bytes[offset:offset + count * dtype.itemsize].view(dtype).view(shape)
 
-    def close(self) -> None:
-        """Drop the descriptor; the mapping goes with the last tensor that views it."""
+    def handed_over(self) -> None:
+        """The peer holds the memfd now (or never will): drop the sender's descriptor."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -125,12 +131,8 @@ class ShmChannel:
             offset += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
         index = self.next
         slot = self.slots[index]
-        fds: list[int] = []
         if slot is None or slot.size < offset:  # grow: a new memfd, handed over with this note
-            if slot is not None:
-                slot.close()
             slot = self.slots[index] = _Slot(max(offset, 2 * slot.size if slot else offset, ALIGN))
-            fds = [slot.fd]
         for t, spec in zip(tensors.values(), specs, strict=True):
             if t is not None:
                 slot.view(spec[2], t.dtype, spec[1]).copy_(t.detach())
@@ -138,8 +140,11 @@ class ShmChannel:
                            "specs": specs, "scalars": scalars}).encode()
         if len(note) > NOTE_BYTES:
             raise LocalearnError(f"a pipeline message's description is {len(note)} bytes (at most {NOTE_BYTES})")
-        if fds:
-            socket.send_fds(self.sock, [note], fds)
+        if slot.fd >= 0:
+            try:
+                socket.send_fds(self.sock, [note], [slot.fd])
+            finally:
+                slot.handed_over()
         else:
             self.sock.sendall(note)
         self.pending.append(index)
@@ -173,10 +178,7 @@ class ShmChannel:
             raise ConnectionError("a pipeline message's description was cut short")
         meta = json.loads(note)
         index = meta["slot"]
-        if fds:  # the sender grew this slot: map the new memfd
-            old = self.slots[index]
-            if old is not None:
-                old.close()
+        if fds:  # the sender grew this slot: map the new memfd (the old mapping goes with its last view)
             self.slots[index] = _Slot(meta["size"], fds[0])
         slot = self.slots[index]
         assert slot is not None, "a note named a slot that was never shared"
@@ -187,10 +189,10 @@ class ShmChannel:
         return meta["kind"], out, meta["scalars"]
 
     def close(self) -> None:
-        """Close the socket and the slots' descriptors (idempotent)."""
+        """Close the socket and drop the slots (their memory goes with the last view of it)."""
         for slot in self.slots:
             if slot is not None:
-                slot.close()
+                slot.handed_over()
         self.slots = [None] * self.depth
         self.sock.close()
 
