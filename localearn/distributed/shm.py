@@ -25,6 +25,7 @@ import json
 import mmap
 import os
 import socket
+import struct
 import sys
 import time
 import uuid
@@ -64,10 +65,30 @@ def connect(token: str, timeout: float) -> socket.socket:
     sock.settimeout(timeout)
     try:
         sock.connect("\0localearn-" + token)
+        _same_user(sock)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def accept(server: socket.socket, timeout: float) -> socket.socket:
+    """The receiver's connection to a :func:`listen` socket."""
+    server.settimeout(timeout)
+    sock = server.accept()[0]
+    try:
+        _same_user(sock)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _same_user(sock: socket.socket) -> None:
+    """Abstract socket names are listed in /proc/net/unix: accept only a peer of this user."""
+    uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+    if uid != os.getuid():
+        raise PermissionError(f"a process of user {uid} is on the other end of the pipeline's socket")
 
 
 class _Slot:

@@ -152,8 +152,7 @@ class Link:
             self._guard(dst, lambda: dist.recv(reply, dst))
             answer = int(reply[1])
             if answer == 1 and server is not None:
-                server.settimeout(self.timeout)
-                sock = self._guard(dst, lambda: server.accept()[0])
+                sock = self._guard(dst, lambda: shm.accept(server, self.timeout))
                 return shm.ShmChannel(sock, self.depth, self.timeout)
         finally:
             if server is not None:
