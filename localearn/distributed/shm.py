@@ -1,21 +1,21 @@
-"""Pipeline messages between two ranks on one host through shared memory (Linux).
+"""Pipeline messages between two ranks on one host through shared memory (Linux: memfd_create(2),
+unix(7) ``SOCK_SEQPACKET``, ``SCM_RIGHTS`` and the abstract namespace).
 
-The ``torch.distributed`` path (:mod:`.transport`) moves every tensor of a message as its own
-gloo send, each a TCP write into the kernel, a read out of it and a wake-up of gloo's loop
-thread; on a CPU whose cores are all computing, those hand-offs cost more than the copies
-(issue #20, item 5). Here the sender copies a message's tensors once into a preallocated slot of
-shared memory and posts a short JSON note (kind, slot, dtype/shape/offset per tensor, scalars)
-on a Unix ``SOCK_SEQPACKET`` socket; the receiver blocks in ``recvmsg`` (no busy-waiting, no
-helper thread), copies the tensors out of the slot and acknowledges it, which frees the slot.
-There are ``depth`` slots per link, so at most ``depth`` messages are in flight, as on the
-gloo path.
+The ``torch.distributed`` path (:mod:`.sendrecv`) moves every tensor of a message as its own
+gloo send: a TCP write into the kernel, a read out of it and a wake-up of gloo's loop thread,
+400-1300 µs of CPU per 0.5 MB message on each side of a busy 2-core machine (issue #20, item 5).
+Here the sender copies a message's tensors once into a preallocated slot of shared memory and
+posts a short JSON note (kind, slot, dtype/shape/offset per tensor, scalars) on a Unix socket;
+the receiver blocks in ``recvmsg`` (no busy-waiting, no helper thread), copies the tensors out
+of the slot and acknowledges it, which frees the slot: 50-60 µs per message on each side. There
+are ``depth`` slots per link, so at most ``depth`` messages are in flight, as on the gloo path.
 
 Nothing can leak on any exit path: a slot is an anonymous ``memfd`` (no name under
-``/dev/shm``) whose descriptor travels to the peer with the note that first uses it
-(``SCM_RIGHTS``) and is then closed on both sides, so only the two mappings hold it; the socket
-lives in Linux's abstract namespace (no file either). The kernel frees both when the last
-process holding them exits or drops them, SIGKILL included. A closed or reset socket
-is the peer's death, raised as the same one-line error as on the gloo path. A slot grows (a new
+``/dev/shm``) whose descriptor travels to the peer with the note that first uses it and is then
+closed on both sides, so only the two mappings hold it; the socket lives in the abstract
+namespace (no file either) and takes only a peer of the same user. The kernel frees both when
+the last process holding them exits or drops them, SIGKILL included. A closed or reset socket is
+the peer's death, raised as the same one-line error as on the gloo path. A slot grows (a new
 memfd) when a message does not fit, e.g. the first evaluation batch after training batches.
 """
 
