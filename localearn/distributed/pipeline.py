@@ -81,7 +81,7 @@ class PipelineParallel(RankBase):
 
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
-        self.link = Link(self.rank, device, config.pipeline_depth)
+        self.link = Link(self.rank, device, config.pipeline_depth, config.dist_timeout)
         # --replicas D: D copies of a pipeline of world/D ranks (rank = replica * pipe_size +
         # pipe_rank); the copies of one group of layers average their gradients (.ddp.Replicas).
         self.copies = count = int(config.replicas)
@@ -139,20 +139,29 @@ class PipelineParallel(RankBase):
         last = self._last(stage)
         if self.pipe_rank == 0:
             # Under --replicas the later ranks of this copy read the share from the message.
-            return batches if self.replicas is None else self.replicas.rows(batches, self.replica, self.copies)
+            mine = batches if self.replicas is None else self.replicas.rows(batches, self.replica, self.copies)
+            return self._ended(mine) if self.mine.stop <= last else mine
         if self.mine.start > last:  # this unit ends before this rank: nothing arrives
             return iter(())
-        return self._arrivals(batches)
+        return self._arrivals(last)
 
-    def _arrivals(self, batches: Iterable[Any]) -> Iterator[Received]:
-        for _ in batches:  # the same seeded order on every rank: one message per batch
-            tensors, scalars = self.link.recv(self.rank - 1, "train")
+    def _ended(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Rank 0's batches, then the epoch's ``end`` message (its last step has sent its output)."""
+        yield from batches
+        self.link.end(self.rank + 1)
+
+    def _arrivals(self, last: int) -> Iterator[Received]:
+        """What the previous rank sends until its ``end``, which this rank passes on if a later rank
+        works for the unit; so no rank but the first touches the training data."""
+        for tensors, scalars in self.link.stream(self.rank - 1, "train"):
             h = tensors.pop("h")
             share = scalars.pop(SHARE, None)
             if self.replicas is not None:
                 self.replicas.share = float(share)
             assert h is not None
             yield Received(h, unpack_context(tensors, scalars, self._classes))
+        if self.mine.stop <= last:
+            self.link.end(self.rank + 1)
 
     def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, Tensor]:
         last = self._last(stage)
@@ -222,10 +231,15 @@ class PipelineParallel(RankBase):
         if self.pipe_rank + 1 < self.pipe_size:
             self.link.flush(self.rank + 1)
 
+    def close(self) -> None:
+        super().close()
+        self.link.close()  # shared-memory links: their sockets and mappings
+
     def traffic(self) -> dict[str, Any]:
         reps = self.replicas
         return {"bytes_sent": self.link.bytes_sent + (reps.bytes_sent if reps else 0),
-                "wait_seconds": self.link.wait_seconds + (reps.wait_seconds if reps else 0.0)}
+                "wait_seconds": self.link.wait_seconds + (reps.wait_seconds if reps else 0.0),
+                "transport": self.link.transports()}
 
     def rank_info(self) -> dict[str, Any]:
         own = [i for pos in self._positions[self.mine.start:self.mine.stop] for i in pos]
