@@ -197,18 +197,7 @@ class PipelineParallel(RankBase):
         owner = self._owner(need)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         if self.replica == 0 and self.pipe_rank <= owner:  # replica 0 scores; the others wait
-            for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
-                if self.pipe_rank == 0:
-                    batch = to_device(batch, self.device)
-                    x, y = learner.split_batch(batch)
-                    h, ctx = learner.eval_input(x, stage)
-                    ctx.y = y  # the labels and the scored rows travel to the last voter
-                    ctx.extras[ROWS] = learner.eval_rows(batch)
-                    scores = None
-                else:
-                    tensors, scalars = self.link.recv(self.rank - 1, "eval")
-                    h, scores = tensors.pop("h"), tensors.pop("scores")
-                    ctx = unpack_context(tensors, scalars, self._classes)
+            for h, scores, ctx in self._eval_inputs(trainer, split, stage):
                 for p in range(self.mine.start, min(self.mine.stop, need + 1)):
                     h, s = learner.run_position(p, h, ctx, p in votes)
                     if s is not None:
@@ -221,11 +210,30 @@ class PipelineParallel(RankBase):
                     final, rows = learner.combine(scores, stage), ctx.extras.pop(ROWS, None)
                     totals += trainer.task.batch_totals(final if rows is None else final[rows], ctx.y)
             if self.pipe_rank < owner:
+                self.link.end(self.rank + 1)
                 self.link.flush(self.rank + 1)
         guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
         loss_sum, metric_sum, n = totals.tolist()
         metric = trainer.task.metric
         return {"loss": loss_sum / max(n, 1.0), metric: metric_sum / max(n, 1.0), "samples": int(n)}
+
+    def _eval_inputs(self, trainer: Any, split: str, stage: Any) -> Iterator[tuple[Any, Any, Context]]:
+        """Rank 0: each evaluation batch's chain input (labels and scored rows in the context, to
+        travel to the last voter). Later ranks: what arrives, until the previous rank's ``end``, so
+        no rank but the first touches the data."""
+        learner = trainer.learner
+        if self.pipe_rank > 0:
+            for tensors, scalars in self.link.stream(self.rank - 1, "eval"):
+                h, scores = tensors.pop("h"), tensors.pop("scores")
+                yield h, scores, unpack_context(tensors, scalars, self._classes)
+            return
+        for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
+            batch = to_device(batch, self.device)
+            x, y = learner.split_batch(batch)
+            h, ctx = learner.eval_input(x, stage)
+            ctx.y = y
+            ctx.extras[ROWS] = learner.eval_rows(batch)
+            yield h, None, ctx
 
     def link_flush(self) -> None:
         if self.pipe_rank + 1 < self.pipe_size:
