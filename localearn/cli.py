@@ -170,8 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise LocalearnError("--resume needs --out DIR naming the run to continue")
     held = rank_dir(out, args.parallel) / "checkpoint.pt"
-    if args.parallel != "none" and restarted() and held.parent.is_dir():
-        args.resume = True  # torchrun --max-restarts relaunched the job: continue from the checkpoints
+    if restarted() and (held.parent.is_dir() if args.parallel != "none" else held.is_file()):
+        args.resume = True  # torchrun --max-restarts relaunched the job (one process too): continue
     if not args.resume and held.exists():
         raise LocalearnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     probes: list[Any] = []

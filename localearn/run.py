@@ -172,9 +172,12 @@ def fit(
         "recipe": recipe_record if recipe_record is not None else stored_recipe,
     }
     trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
-    if resume:
-        trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
-    return trainer.fit()
+    try:
+        if resume:
+            trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
+        return trainer.fit()
+    finally:  # a run that ends any other way (interrupted, an error) leaves its process group at once;
+        trainer.par.close(finished=False)  # after a finished run's own close this does nothing
 
 
 def _resume_file(out: Path) -> Path:
