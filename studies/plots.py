@@ -24,6 +24,8 @@ from matplotlib import style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from localearn.errors import ConfigError
+
 MIB = 2**20
 
 
@@ -125,21 +127,26 @@ def learning_curves(summary: dict[str, Any], rows: list[dict[str, Any]], path: P
     return _save(fig, path)
 
 
-def open_storage(study_dir: Path, storage: str | None) -> Any:
-    """An Optuna storage: a URL as given, a journal file path (``journal:`` prefix optional), or None."""
+def open_storage(study_dir: Path, storage: Any) -> Any:
+    """The storage of the tuning trials: an RDB URL, a journal file path (``journal:`` prefix
+    optional), None (``DIR/journal.log`` if there is one, else None) or a storage already open.
+    A storage the user named that cannot be read is one clear error (``ConfigError``)."""
     import optuna
+    from localearn.studies.storage import open_storage as open_url
     from optuna.storages.journal import JournalFileBackend
 
     if storage is None:
         path = study_dir / "journal.log"
         if not path.is_file():
             return None
-    elif "://" in storage:
+    elif not isinstance(storage, str):
         return storage
+    elif "://" in storage:
+        return open_url(storage, study_dir)
     else:
         path = Path(storage.removeprefix("journal:"))
         if not path.is_file():
-            raise FileNotFoundError(f"journal file {path} does not exist")
+            raise ConfigError(f"journal file {path} does not exist")
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
@@ -197,6 +204,8 @@ def _write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, An
         files.append(learning_curves(summary, rows, study_dir / "learning_curves.png"))
     else:
         notes.append("no complete final run yet: no accuracy, memory or learning-curve plot")
+    for stale in study_dir.glob("optimization_history_*.png"):  # a report never shows an old plot
+        stale.unlink()
     try:
         handle = open_storage(study_dir, storage)
         if handle is None:

@@ -14,8 +14,10 @@ re-queued with the same params and slot, so no slot is lost or run twice to comp
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import re
 import socket
 import time
 import warnings
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -54,7 +56,18 @@ class SlotJournalStorage(_Refusing, JournalStorage):
 
 
 class SlotRDBStorage(_Refusing, RDBStorage):
-    """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots."""
+    """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots; a trial whose worker
+    stopped sending heartbeats gets the ``failure`` attribute a journal's orphan gets."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Every caller (our repair_orphans, Optuna's own loop) fails the trials this returns: the
+        # attribute goes first, while the trial still runs (a finished trial takes none).
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            owner = self.get_trial(trial_id).user_attrs.get("worker", "?")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_user_attr(trial_id, "failure", f"worker {owner} stopped sending heartbeats")
+        return stale
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # Optuna's cache layer (_CachedStorage, which wraps every RDBStorage) calls this one.
@@ -65,8 +78,8 @@ class SlotRDBStorage(_Refusing, RDBStorage):
 
 def mask_url(url: str | None) -> str | None:
     """``url`` with any password replaced by ``***`` (what study.json, logs and reports show)."""
-    if url is None or "://" not in url:
-        return url
+    if url is None or "://" not in url:  # a path, or a typo such as postgresql:/user:pw@host/db
+        return None if url is None else re.sub(r":[^:/@]*@", ":***@", url)
     from sqlalchemy.engine import make_url
 
     try:
@@ -79,6 +92,17 @@ def mask_url(url: str | None) -> str | None:
 def describe(url: str | None, study_dir: Path) -> str:
     """The storage as it may be shown: a masked URL or the journal path."""
     return str(mask_url(url)) if is_rdb(url) else str(journal_path(url, study_dir))
+
+
+def check_url(url: str | None) -> None:
+    """Refuse a storage that is neither an RDB URL (``dialect://...``) nor a journal path before
+    anything is written: a mistyped URL (``postgresql:/u:pw@host/db``) would otherwise become a
+    journal file named after it, password included."""
+    if url is None or url.startswith("journal:") or "://" in url:
+        return
+    if re.match(r"[A-Za-z][\w+.-]*:", url) or re.search(r":[^/@]*@", url):  # scheme: or user:password@
+        raise ConfigError(f"storage {mask_url(url)!r} is neither an RDB URL (dialect://user:password@host/db, "
+                          "sqlite:///file.db) nor a journal file (journal:PATH)")
 
 
 def is_rdb(url: str | None) -> bool:
@@ -94,22 +118,26 @@ def journal_path(url: str | None, study_dir: Path) -> Path:
 def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 60,
                  grace_period: int | None = None) -> BaseStorage:
     """Open the study's storage: the journal file by default, or an Optuna RDB URL."""
+    check_url(url)
     if not is_rdb(url):
         path = journal_path(url, study_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SlotJournalStorage(JournalFileBackend(str(path)))
+        if path.is_dir():
+            raise ConfigError(f"journal storage {path} is a directory; name a file: journal:{path / 'journal.log'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return SlotJournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot use {path} as the journal storage ({why})") from None
     assert url is not None
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):  # SQLAlchemy 2.0 would pick psycopg2; this package depends on psycopg 3
             url = "postgresql+psycopg://" + url[len(prefix):]
     params = inspect.signature(RDBStorage.__init__).parameters
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback()  # max_retry None: a killed worker's slot always returns
     kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat_interval,
                               "grace_period": grace_period or 3 * heartbeat_interval}
     key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
-    kwargs[key] = retry
+    kwargs[key] = _retry_stale  # a killed worker's slot always returns, as with the journal
     if not url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     try:
@@ -191,7 +219,9 @@ def repair_orphans(study: optuna.Study, storage: BaseStorage, *, all_local_dead:
     exited), when it never recorded a worker (killed between pop and the first attribute).
     """
     if not isinstance(storage, JournalStorage):
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9: not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return 0
     repaired = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -243,6 +273,11 @@ def slot_counts(study: optuna.Study) -> dict[str, int]:
         else:
             counts["lost"] += 1
     return counts
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """RDB heartbeat callback: re-queue a stale trial's slot as :func:`repair_orphans` does."""
+    requeue(study, study._storage, trial)
 
 
 def requeue_lost(study: optuna.Study, storage: BaseStorage) -> int:
