@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                                  "nothing in it was run") from exc
         detail = _short(exc) if zipfile.is_zipfile(path) else "not a torch.save zip file"
         raise LocalearnError(f"{path} is not a readable localearn checkpoint ({detail})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or type(state.get("format")) is not int or state["format"] != FORMAT:
         raise LocalearnError(f"{path} is not a localearn checkpoint (format {FORMAT})")
     return state
 

@@ -9,7 +9,6 @@ arm's tuning trials, read from the study's storage.
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ import matplotlib
 
 if "matplotlib.pyplot" not in sys.modules:  # a notebook that already chose its backend keeps it
     matplotlib.use("Agg")
+from localearn.studies.storage import scrub
 from localearn.studies.summary import mean_ci95
 from matplotlib import style
 from matplotlib.figure import Figure
@@ -132,6 +132,7 @@ def open_storage(study_dir: Path, storage: Any) -> Any:
     optional), None (``DIR/journal.log`` if there is one, else None) or a storage already open.
     A storage the user named that cannot be read is one clear error (``ConfigError``)."""
     import optuna
+    from localearn.studies.storage import check_url
     from localearn.studies.storage import open_storage as open_url
     from optuna.storages.journal import JournalFileBackend
 
@@ -141,8 +142,8 @@ def open_storage(study_dir: Path, storage: Any) -> Any:
             return None
     elif not isinstance(storage, str):
         return storage
-    elif "://" in storage:
-        return open_url(storage, study_dir)
+    elif check_url(storage) or "://" in storage:
+        return open_url(storage, study_dir, create=False)
     else:
         path = Path(storage.removeprefix("journal:"))
         if not path.is_file():
@@ -215,6 +216,6 @@ def _write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, An
             files += more
             notes += missing
     except Exception as exc:  # a report without the tuning plot beats no report; say why
-        why = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(exc))  # never print a password
+        why = scrub(str(exc))  # never print a password
         notes.append(f"optimisation history not drawn: cannot read the storage ({type(exc).__name__}: {why})")
     return files, notes

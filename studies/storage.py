@@ -79,14 +79,20 @@ class SlotRDBStorage(_Refusing, RDBStorage):
 def mask_url(url: str | None) -> str | None:
     """``url`` with any password replaced by ``***`` (what study.json, logs and reports show)."""
     if url is None or "://" not in url:  # a path, or a typo such as postgresql:/user:pw@host/db
-        return None if url is None else re.sub(r":[^:/@]*@", ":***@", url)
+        return None if url is None else scrub(url)
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return scrub(make_url(url).render_as_string(hide_password=True))  # and a password typed elsewhere
     except Exception:  # not an SQLAlchemy URL: hide everything between '//' and '@'
         head, _, rest = url.partition("://")
         return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def scrub(text: str) -> str:
+    """``text`` with every ``:secret@`` masked, percent-encoded too (a driver's message may quote a
+    mistyped URL's parts, e.g. a password that landed in the database name)."""
+    return re.sub(r"(?i)(:|%3a)[^\s:/@%]*(@|%40)", r"\1***\2", text)
 
 
 def describe(url: str | None, study_dir: Path) -> str:
@@ -96,11 +102,25 @@ def describe(url: str | None, study_dir: Path) -> str:
 
 def check_url(url: str | None) -> None:
     """Refuse a storage that is neither an RDB URL (``dialect://...``) nor a journal path before
-    anything is written: a mistyped URL (``postgresql:/u:pw@host/db``) would otherwise become a
-    journal file named after it, password included."""
-    if url is None or url.startswith("journal:") or "://" in url:
+    anything is written: a mistyped URL (``postgresql:/u:pw@host/db``, or ``sqlite:///u:pw@host``)
+    would otherwise become a file named after it, password included."""
+    if url is None:
         return
-    if re.match(r"[A-Za-z][\w+.-]*:", url) or re.search(r":[^/@]*@", url):  # scheme: or user:password@
+    if is_rdb(url):
+        from sqlalchemy.engine import make_url
+
+        try:
+            tail = make_url(url).database or ""
+        except Exception:  # opening it reports why, masked
+            return
+        typo = bool(re.search(r":[^/@]*@", tail))  # user:password@ landed in the database name
+    else:
+        tail = url.removeprefix("journal:")
+        if not tail.strip():
+            raise ConfigError(f"storage {url!r} names no journal file; use journal:PATH or an RDB URL")
+        typo = "://" in tail or bool(re.search(r":[^/@]*@", tail)) or (
+            tail == url and re.match(r"[A-Za-z][\w+.-]*:", url) is not None)
+    if typo:
         raise ConfigError(f"storage {mask_url(url)!r} is neither an RDB URL (dialect://user:password@host/db, "
                           "sqlite:///file.db) nor a journal file (journal:PATH)")
 
@@ -116,9 +136,13 @@ def journal_path(url: str | None, study_dir: Path) -> Path:
 
 
 def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 60,
-                 grace_period: int | None = None) -> BaseStorage:
-    """Open the study's storage: the journal file by default, or an Optuna RDB URL."""
+                 grace_period: int | None = None, create: bool = True) -> BaseStorage:
+    """Open the study's storage: the journal file by default, or an Optuna RDB URL. ``create``
+    False (``study report``, ``study list``): a journal or SQLite file must exist already."""
     check_url(url)
+    held = _storage_file(url, study_dir)
+    if not create and held is not None and not held.is_file():
+        raise ConfigError(f"no storage file at {held}")
     if not is_rdb(url):
         path = journal_path(url, study_dir)
         if path.is_dir():
@@ -145,8 +169,25 @@ def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return SlotRDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy/psycopg errors: one line, never the password
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}") from None
+        msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        shown = scrub(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}")
+        raise ConfigError(shown) from None
+
+
+def _storage_file(url: str | None, study_dir: Path) -> Path | None:
+    """The file a journal or SQLite storage lives in (None: a database server, or in memory)."""
+    if not is_rdb(url):
+        return journal_path(url, study_dir)
+    assert url is not None
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # not a URL SQLAlchemy reads: opening it reports why
+        return None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, Any],
