@@ -18,8 +18,8 @@ import matplotlib
 
 if "matplotlib.pyplot" not in sys.modules:  # a notebook that already chose its backend keeps it
     matplotlib.use("Agg")
-from localearn.studies.storage import scrub
 from localearn.studies.summary import mean_ci95
+from localearn.studies.urls import scrub
 from matplotlib import style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -132,8 +132,8 @@ def open_storage(study_dir: Path, storage: Any) -> Any:
     optional), None (``DIR/journal.log`` if there is one, else None) or a storage already open.
     A storage the user named that cannot be read is one clear error (``ConfigError``)."""
     import optuna
-    from localearn.studies.storage import check_url
     from localearn.studies.storage import open_storage as open_url
+    from localearn.studies.urls import check_url
     from optuna.storages.journal import JournalFileBackend
 
     if storage is None:

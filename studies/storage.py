@@ -1,8 +1,9 @@
 """Optuna storages for studies, and the slot mechanism that makes a budget exact.
 
 Storage: an embedded ``JournalStorage`` file by default (one machine, no server), or any Optuna RDB
-URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path, with Optuna's heartbeat and
-``RetryHeartbeatStaleTrialCallback`` so a trial whose worker died is failed and re-queued.
+URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path, with Optuna's heartbeat: a
+trial whose worker died is failed with a ``failure`` reason and its slot re-queued, as the journal's
+orphan repair does. URLs are checked and masked in :mod:`localearn.studies.urls`.
 
 Exact budgets: an arm's Optuna study is created once with exactly ``trials`` WAITING trials (the
 slots, user attr ``slot``). Workers only run popped slots: the storage refuses to create a fresh
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import re
 import socket
 import time
 import warnings
@@ -25,11 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from localearn.studies.urls import check_url, describe, is_rdb, journal_path, mask_url, scrub, storage_file
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from localearn.errors import ConfigError
+
+__all__ = ["NoSlotLeft", "check_url", "describe", "ensure_study", "is_rdb", "journal_path", "mask_url",
+           "open_storage", "repair_orphans", "requeue", "requeue_lost", "scrub", "slot_counts", "slot_taken",
+           "worker_id"]
 
 READY_ATTR = "localearn_slots"
 HOST = socket.gethostname()
@@ -76,71 +81,12 @@ class SlotRDBStorage(_Refusing, RDBStorage):
         return super()._create_new_trial(study_id, template_trial)
 
 
-def mask_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``***`` (what study.json, logs and reports show)."""
-    if url is None or "://" not in url:  # a path, or a typo such as postgresql:/user:pw@host/db
-        return None if url is None else scrub(url)
-    from sqlalchemy.engine import make_url
-
-    try:
-        return scrub(make_url(url).render_as_string(hide_password=True))  # and a password typed elsewhere
-    except Exception:  # not an SQLAlchemy URL: hide everything between '//' and '@'
-        head, _, rest = url.partition("://")
-        return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
-def scrub(text: str) -> str:
-    """``text`` with every ``:secret@`` masked, percent-encoded too (a driver's message may quote a
-    mistyped URL's parts, e.g. a password that landed in the database name)."""
-    return re.sub(r"(?i)(:|%3a)[^\s:/@%]*(@|%40)", r"\1***\2", text)
-
-
-def describe(url: str | None, study_dir: Path) -> str:
-    """The storage as it may be shown: a masked URL or the journal path."""
-    return str(mask_url(url)) if is_rdb(url) else str(journal_path(url, study_dir))
-
-
-def check_url(url: str | None) -> None:
-    """Refuse a storage that is neither an RDB URL (``dialect://...``) nor a journal path before
-    anything is written: a mistyped URL (``postgresql:/u:pw@host/db``, or ``sqlite:///u:pw@host``)
-    would otherwise become a file named after it, password included."""
-    if url is None:
-        return
-    if is_rdb(url):
-        from sqlalchemy.engine import make_url
-
-        try:
-            tail = make_url(url).database or ""
-        except Exception:  # opening it reports why, masked
-            return
-        typo = bool(re.search(r":[^/@]*@", tail))  # user:password@ landed in the database name
-    else:
-        tail = url.removeprefix("journal:")
-        if not tail.strip():
-            raise ConfigError(f"storage {url!r} names no journal file; use journal:PATH or an RDB URL")
-        typo = "://" in tail or bool(re.search(r":[^/@]*@", tail)) or (
-            tail == url and re.match(r"[A-Za-z][\w+.-]*:", url) is not None)
-    if typo:
-        raise ConfigError(f"storage {mask_url(url)!r} is neither an RDB URL (dialect://user:password@host/db, "
-                          "sqlite:///file.db) nor a journal file (journal:PATH)")
-
-
-def is_rdb(url: str | None) -> bool:
-    return url is not None and "://" in url and not url.startswith("journal:")
-
-
-def journal_path(url: str | None, study_dir: Path) -> Path:
-    if url is None:
-        return study_dir / "journal.log"
-    return Path(url.removeprefix("journal:")).expanduser()
-
-
 def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 60,
                  grace_period: int | None = None, create: bool = True) -> BaseStorage:
     """Open the study's storage: the journal file by default, or an Optuna RDB URL. ``create``
     False (``study report``, ``study list``): a journal or SQLite file must exist already."""
     check_url(url)
-    held = _storage_file(url, study_dir)
+    held = storage_file(url, study_dir)
     if not create and held is not None and not held.is_file():
         raise ConfigError(f"no storage file at {held}")
     if not is_rdb(url):
@@ -172,22 +118,6 @@ def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 
         msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         shown = scrub(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}")
         raise ConfigError(shown) from None
-
-
-def _storage_file(url: str | None, study_dir: Path) -> Path | None:
-    """The file a journal or SQLite storage lives in (None: a database server, or in memory)."""
-    if not is_rdb(url):
-        return journal_path(url, study_dir)
-    assert url is not None
-    if not url.startswith("sqlite"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(url).database
-    except Exception:  # not a URL SQLAlchemy reads: opening it reports why
-        return None
-    return Path(database) if database and database != ":memory:" else None
 
 
 def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, Any],
