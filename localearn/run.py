@@ -224,7 +224,8 @@ def _note_ignored(out: str | Path, run: StoredRun, config: dict[str, Any], train
     opts = run.learner_options
     given = {**train_kwargs, **(learner_options or {}), "schedule": schedule, "task": task,
              "arch": str(parse_arch(arch)) if arch is not None else None}
-    stored = {**config, **opts, "schedule": opts.get("schedule", schedule), "task": opts.get("task", task)}
+    default_schedule = get_algorithm(run.algorithm).capabilities()["default_schedule"]
+    stored = {**config, **opts, "schedule": opts.get("schedule", default_schedule), "task": opts.get("task", task)}
     ignored = ignored_settings(given, stored)
     if dataset_options and dataset_options != run.dataset_options:
         ignored.append(f"dataset options {dataset_options} (kept {run.dataset_options})")

@@ -86,9 +86,9 @@ def test_resume_names_the_flags_its_stored_settings_override(trained: Path, tmp_
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     run = _copy(trained, tmp_path / "run")
     assert main(["train", "--out", str(run), "--resume", "--no-progress", "--epochs", "5", "--lr", "0.5",
-                 "--seed", "0", "--arch", "mlp:1x16"]) == 0
+                 "--seed", "0", "--arch", "mlp:1x16", "--schedule", "joint"]) == 0
     line = _stderr_line(capsys)
     assert line == (f"note: --resume continues {run} with its stored settings; ignored: epochs=5 (kept 2), "
-                    "lr=0.5 (kept 0.01)")  # --seed 0 and the arch equal the stored ones: not named
+                    "lr=0.5 (kept 0.01), schedule='joint' (kept 'greedy')")  # --seed 0, the arch: as stored
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
