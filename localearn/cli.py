@@ -37,6 +37,12 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _typed(args: argparse.Namespace) -> set[str]:
+    """The ``train`` options given on the command line (values that differ from the defaults)."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    return {k for k, v in vars(args).items() if k in defaults and defaults[k] != v}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localearn", description="Train neural networks without end-to-end backpropagation."
@@ -183,8 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise LocalearnError("--resume needs --out DIR naming the run to continue")
     held = rank_dir(out, args.parallel) / "checkpoint.pt"
-    if args.parallel != "none" and restarted() and held.parent.is_dir():
-        args.resume = True  # torchrun --max-restarts relaunched the job: continue from the checkpoints
+    if restarted() and (held.parent.is_dir() if args.parallel != "none" else held.is_file()):
+        args.resume = True  # torchrun --max-restarts relaunched the job (one process too): continue
     if not args.resume and held.exists():
         raise LocalearnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     probes: list[Any] = []
@@ -192,22 +198,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         from localearn.measure.energy import EnergyProbe
 
         probes.append(EnergyProbe(country=args.country, idle_seconds=args.idle_seconds))
+    train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                 optimizer=args.optimizer, patience=args.patience, stop_metric=args.stop_metric,
+                 restore_best=not args.no_restore, seed=args.seed, prefix_cache_gb=args.prefix_cache_gb,
+                 kernels=args.kernels, compile=args.compile, parallel=args.parallel, split=args.split,
+                 replicas=args.replicas, pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
+                 precision=args.precision, cuda_graphs=args.cuda_graphs, data_on_device=args.data_on_device,
+                 log_every=args.log_every, grad_clip=args.grad_clip, clip_scope=args.clip_scope,
+                 grad_centralization=args.grad_centralization, loss_warmup_steps=args.loss_warmup_steps,
+                 lr_warmup_steps=args.lr_warmup_steps, lr_schedule=args.lr_schedule)
+    if args.resume:  # only the values typed, so that the run can say which of them its stored ones override
+        typed = _typed(args)
+        train = {k: v for k, v in train.items() if {"restore_best": "no_restore"}.get(k, k) in typed}
     try:
         result = fit(
             args.algo, args.dataset, arch=args.arch, schedule=args.schedule, data_dir=args.data_dir,
-            download=args.download, split_seed=args.split_seed, task=args.task,
-            learner_options=_options(args.opt, "--opt"), dataset_options=_options(args.data_opt, "--data-opt"),
-            out=out, resume=args.resume, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, optimizer=args.optimizer, patience=args.patience,
-            stop_metric=args.stop_metric, restore_best=not args.no_restore, seed=args.seed,
-            device=args.device, progress=not args.no_progress, probes=probes, given_by="cli",
-            prefix_cache_gb=args.prefix_cache_gb,
-            kernels=args.kernels, compile=args.compile, parallel=args.parallel, split=args.split,
-            replicas=args.replicas, pipeline_depth=args.pipeline_depth, dist_timeout=args.dist_timeout,
-            precision=args.precision, cuda_graphs=args.cuda_graphs, data_on_device=args.data_on_device,
-            log_every=args.log_every, grad_clip=args.grad_clip, clip_scope=args.clip_scope,
-            grad_centralization=args.grad_centralization, loss_warmup_steps=args.loss_warmup_steps,
-            lr_warmup_steps=args.lr_warmup_steps, lr_schedule=args.lr_schedule,
+            download=args.download, split_seed=args.split_seed if "split_seed" in _typed(args) else None,
+            task=args.task, learner_options=_options(args.opt, "--opt"),
+            dataset_options=_options(args.data_opt, "--data-opt"), out=out, resume=args.resume,
+            device=args.device, progress=not args.no_progress, probes=probes, given_by="cli", **train,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last completed epoch is saved; continue with\n"
@@ -224,23 +233,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from localearn.run import load_run
+    from localearn.rundir import describe_data
     from localearn.trainer import evaluate
     from localearn.utils import resolve_device
 
     device = resolve_device(args.device)
     learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device))
+    where = describe_data(data.name, args.data_dir)  # the user's folder: a run directory names none
     scores = evaluate(learner, data, args.split, 256, device)
     total = int(scores["samples"])
     metric = next(k for k in scores if k not in ("loss", "samples"))  # accuracy, roc_auc or mse
-    res = {"algorithm": ckpt["run"]["algorithm"], "dataset": data.name, "split": args.split,
+    res = {"algorithm": learner.name, "dataset": data.name, "split": args.split,
            metric: scores[metric], "loss": scores["loss"], "samples": total,
-           "complete": ckpt.get("complete")}
+           "complete": ckpt.get("complete") is True, "data": where.removeprefix("data: ")}
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         note = "" if res["complete"] else "  (checkpoint of an unfinished run)"
         print(f"{res['algorithm']} on {res['dataset']} {args.split}: {metric} {res[metric]:.4f} "
-              f"({total} samples){note}")
+              f"({total} samples){note}\n{where}")
     return 0
 
 

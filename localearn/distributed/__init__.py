@@ -21,6 +21,8 @@ The Trainer calls a strategy object at five points (``setup``, ``batches``, ``st
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -31,7 +33,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from localearn.errors import ConfigError
+from localearn.checkpoint import PREVIOUS_NAME, load_checkpoint
+from localearn.distributed.transport import guarded
+from localearn.errors import ConfigError, LocalearnError
 
 MODES = ("none", "pipeline", "ddp")
 
@@ -83,8 +87,8 @@ class Parallel:
         """``run.json``'s ``distributed`` entry (a collective: every rank calls it)."""
         return None
 
-    def close(self) -> None:
-        """Leave the process group."""
+    def close(self, finished: bool = True) -> None:
+        """Leave the process group (``finished``: the run completed or diverged on every rank)."""
 
 
 def launched() -> bool:
@@ -135,6 +139,7 @@ def _join(config: Any, backend: str) -> None:
     """Join the process group through the launcher's store, under a prefix per restart round:
     after ``torchrun --max-restarts`` relaunches the workers, the store still holds the previous
     round's gloo addresses, and a rank that reads them first fails to connect (measured here)."""
+    atexit.register(leave)  # a run that fails before fit's teardown still leaves the group
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     timeout = timedelta(seconds=config.dist_timeout)
     round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -170,12 +175,17 @@ class RankBase(Parallel):
             except Diverged as exc:
                 self._diverged = {**exc.info, "rank": self.rank}
 
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (a collective); a peer lost meanwhile is one clear error."""
+        out: list[Any] = [None] * self.world_size
+        guarded(self.rank, "a peer", lambda: dist.all_gather_object(out, obj))
+        return out
+
     def agree(self) -> None:
         """Raise ``Diverged`` on every rank if any rank diverged this epoch (the lowest rank's info)."""
         from localearn.outcome import Diverged
 
-        infos: list[Any] = [None] * self.world_size
-        dist.all_gather_object(infos, self._diverged)
+        infos = self.gather(self._diverged)
         first = next((i for i in infos if i is not None), None)
         if first is not None:
             self._diverged = None
@@ -184,33 +194,32 @@ class RankBase(Parallel):
             raise exc
 
     def agree_checkpoint(self, path: Path) -> Path:
-        """Ranks save after the same epoch's collective, so at most one of them is one checkpoint
-        ahead (killed between two ranks' saves); that one steps back to its previous file."""
-        from localearn.checkpoint import PREVIOUS_NAME, load_checkpoint
-
-        def steps(p: Path) -> int:
-            return int(load_checkpoint(p)["trainer"]["steps"]) if p.is_file() else -1
-
+        """Ranks save at the same points of the loop (after an epoch's collectives, at a unit's
+        end), so at most one of them is one checkpoint ahead (killed between two ranks' saves);
+        that one steps back to its previous file. Checkpoints are compared by their place in the
+        loop, which every rank advances together: a greedy pipeline's later ranks take no steps
+        while an earlier unit trains, so step counts differ between ranks (issue #23, S2)."""
         prev = path.with_name(PREVIOUS_NAME)
-        mine = steps(path)
-        if mine < 0:  # killed between moving the old file aside and writing the new one
-            path, mine = prev, steps(prev)
-        everyone: list[Any] = [None] * self.world_size
-        dist.all_gather_object(everyone, mine)
+        mine = _place(path)
+        if mine is None:  # killed between moving the old file aside and writing the new one
+            path, mine = prev, _place(prev)
+        everyone = self.gather(mine)
+        if any(p is None for p in everyone):
+            raise ConfigError(f"rank {self.rank}: rank {everyone.index(None)} has no checkpoint to resume from; "
+                              "start the run afresh")
         target = min(everyone)
         if mine == target:
             return path
-        if steps(prev) != target:
-            raise ConfigError(f"rank {self.rank}: no checkpoint at step {target} that every rank has "
-                              f"(ranks are at {everyone}); start the run afresh")
+        if _place(prev) != target:
+            raise ConfigError(f"rank {self.rank}: no checkpoint at unit {target[0]}, epoch {target[1]} that every "
+                              f"rank has (ranks are at {[tuple(p[:2]) for p in everyone]}); start the run afresh")
         return prev
 
     def summary(self, trainer: Any) -> dict[str, Any]:
         mine = {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(),
                 "train_seconds": trainer.meter.total("warmup", "train"), "samples": trainer.state.samples,
                 **self.traffic(), **self.rank_info(), "energy": _rank_energy(trainer)}
-        ranks: list[Any] = [None] * self.world_size
-        dist.all_gather_object(ranks, mine)
+        ranks = self.gather(mine)
         return {"mode": self.mode, "world_size": self.world_size, "backend": dist.get_backend(),
                 "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), "ranks": ranks,
                 "train_joules_all_ranks": summed_energy(ranks)}
@@ -223,17 +232,45 @@ class RankBase(Parallel):
         """``bytes_sent`` and ``wait_seconds`` (blocked on a peer) of this rank so far."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Leave together: a rank that tears its gloo connections down while a peer is still
-        inside a collective can abort that peer's process at exit."""
-        if dist.is_initialized():
-            self.link_flush()
-            dist.barrier()
+    def close(self, finished: bool = True) -> None:
+        """Leave the process group; every way a run ends comes here (``localearn.run.fit``'s
+        ``finally``; :func:`leave` at exit for anything else). A finished run (complete or
+        diverged: every rank got there together) drains its sends and meets the others at a
+        barrier first, because a rank that tears its gloo connections down while a peer is still
+        inside a collective can abort that peer. An interrupted or failed run leaves at once: its
+        peers may be dead or elsewhere in the loop, and learn of it as a lost peer."""
+        if not dist.is_initialized():
+            return
+        try:
+            if finished:
+                self.link_flush()
+                guarded(self.rank, "a peer at the final barrier", dist.barrier)
+        except LocalearnError:
+            pass  # the run's record is written; a peer that left early reports its own exit
+        finally:
             dist.destroy_process_group()
 
     def link_flush(self) -> None:
         """Wait for this rank's sends still in flight (the pipeline's)."""
 
+
+
+def _place(path: Path) -> tuple[int, int, int] | None:
+    """A checkpoint's place in the loop: (unit index, global epoch, diverged); None: no file.
+    Every checkpoint format has these fields, so older run directories resume too."""
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path)["trainer"]
+    return int(state["stage_index"]), int(state["global_epoch"]), int(state.get("diverged") is not None)
+
+
+def leave() -> None:
+    """Destroy the process group if this process still belongs to one (registered at exit when
+    :func:`_join` joined it): a process that exits without it can be aborted by gloo's threads
+    during interpreter shutdown (``terminate called without an active exception``, SIGABRT)."""
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 def _rank_energy(trainer: Any) -> dict[str, Any] | None:

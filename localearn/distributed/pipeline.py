@@ -239,8 +239,8 @@ class PipelineParallel(RankBase):
         if self.pipe_rank + 1 < self.pipe_size:
             self.link.flush(self.rank + 1)
 
-    def close(self) -> None:
-        super().close()
+    def close(self, finished: bool = True) -> None:
+        super().close(finished)
         self.link.close()  # shared-memory links: their sockets and mappings
 
     def traffic(self) -> dict[str, Any]:
