@@ -6,61 +6,25 @@ checkpoint it writes stores the names and options needed to rebuild everything (
 
 from __future__ import annotations
 
-import inspect
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from localearn.arch import parse_arch
-from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from localearn.data import DataBundle, canonical_dataset, dataset_kind, load_dataset
-from localearn.distributed import env_rank
+from localearn.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint
+from localearn.data import DataBundle, load_dataset
+from localearn.distributed import env_rank, launched
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
-from localearn.recipes import apply_recipe
-from localearn.registry import canonical_name, get_algorithm
-from localearn.rundir import StoredRun, data_folder, ignored_settings, stored_config, stored_run
+from localearn.registry import get_algorithm
+from localearn.rundir import data_folder, stored_run
+from localearn.runspec import RunSpec, check_options, check_task, resolve_run, resolved_options, resumed_run
 from localearn.snapshot import load_weights
-from localearn.trainer import Callback, TrainConfig, Trainer
-from localearn.utils import check_kwargs, keyword_defaults, seed_everything
+from localearn.trainer import Callback, Trainer
+from localearn.utils import seed_everything
 
-_LEARNER_SKIP = ("input_shape", "num_classes")
-
-
-def check_options(algo: str, options: dict[str, Any]) -> None:
-    """Reject learner options the learner does not take (listing the ones it does) or mistyped."""
-    cls = get_algorithm(algo)
-    check_kwargs(cls, options, cls.name, skip=_LEARNER_SKIP)
-
-
-def check_task(algo: str, task: str) -> None:
-    """A ``--task`` the learner cannot train is refused with the learners that can."""
-    from localearn.registry import list_algorithms
-    from localearn.tasks import get_task
-
-    get_task(task)
-    if "task" not in (keyword_defaults(get_algorithm(algo)) or {}):
-        able = [n for n in list_algorithms() if "task" in (keyword_defaults(get_algorithm(n)) or {})]
-        raise ConfigError(f"{algo} trains only the classification task; --task {task} needs one of: "
-                          f"{', '.join(able)}")
-
-
-def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The learner's constructor defaults overlaid with ``options``: what the run really used."""
-    defaults = keyword_defaults(get_algorithm(algo), skip=_LEARNER_SKIP) or {}
-    out = {n: d for n, d in defaults.items() if d is not inspect.Parameter.empty}
-    out.update(options)
-    return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list, dict)) else v)
-            for k, v in out.items()}
-
-
-def _recipe_defaults(algo: str) -> dict[str, Any]:
-    """Fallbacks for training options no recipe sets: TrainConfig's and the learner's optimizer."""
-    opt = get_algorithm(algo).default_optimizer
-    base = {k: f.default for k, f in TrainConfig.__dataclass_fields__.items()}
-    return {**base, "optimizer": opt["name"], "lr": opt["lr"], "weight_decay": opt.get("weight_decay", 0.0)}
+__all__ = ["RunSpec", "build_learner", "check_options", "check_task", "execute", "fit", "load_run", "resolve_run",
+           "resolved_options"]
 
 
 def build_learner(algo: str, data: DataBundle, options: dict[str, Any]) -> LocalLearner:
@@ -91,6 +55,9 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``algo`` on ``dataset`` and return the run record (also ``out/run.json``).
 
+    The run is resolved by :func:`localearn.runspec.resolve_run` (the caller's values, then the
+    learner's reference recipe, then defaults), as every study trial's and final run's is.
+
     Args:
         algo: a registered learner name or alias.
         dataset: a registered dataset name.
@@ -110,68 +77,36 @@ def fit(
         train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...);
             None or absent takes the learner's reference recipe (``localearn recipes``).
     """
-    stored_recipe = None
+    settings = {"arch": arch, "schedule": schedule, "task": task}
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR naming the run to continue")
-        ckpt_path = _resume_file(Path(out))
-        if not ckpt_path.is_file():
-            raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
-        ckpt = load_checkpoint(ckpt_path)
-        # Only checked plain values come from the directory; never a path (data_dir) or code (rundir.py).
-        run, kept = stored_run(ckpt, ckpt_path), stored_config(ckpt, ckpt_path)
-        if algo is not None and canonical_name(algo) != run.algorithm:
-            raise ConfigError(f"{out} holds a {run.algorithm} run, not {algo}")
-        if dataset is not None and canonical_dataset(dataset) != run.dataset:
-            raise ConfigError(f"{out} holds a run on {run.dataset}, not {dataset}")
-        _note_ignored(out, run, kept, train_kwargs, arch, schedule, task, learner_options, dataset_options,
-                      split_seed)
-        train_kwargs = {**kept, **{k: v for k, v in train_kwargs.items()
-                                     if k in ("device", "progress") and v is not None}}
-        algo, dataset = run.algorithm, run.dataset  # the stored run's settings win
-        learner_options, dataset_options = run.learner_options, run.dataset_options
-        split_seed, stored_recipe = run.split_seed, run.recipe
-        data_dir = data_folder(data_dir, out, run.dataset)[0]
-    valid_fields = set(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(train_kwargs) - valid_fields)
-    if unknown:
-        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid_fields))}")
-    split_seed = split_seed if split_seed is not None else 0
-    name = canonical_name(algo or "mono_forward")
-    graph = get_algorithm(name).supports_graphs
-    dataset = canonical_dataset(dataset or ("karate" if graph else "digits"))  # both bundled
-    opts = dict(learner_options or {})
-    recipe_record = None
-    if not resume:  # unset options come from the learner's reference recipe (localearn.recipes)
-        train_kwargs, opts, arch, recipe_record = apply_recipe(
-            name, dataset, train_kwargs, opts, arch, _recipe_defaults(name), given_by)
-    config = TrainConfig(**train_kwargs)
-    config.validate()
-    if not resume:
-        if arch is not None:
-            opts["arch"] = str(parse_arch(arch))  # a bad spec fails before any data is loaded
-        if schedule is not None:
-            opts["schedule"] = schedule
-        if task is not None:
-            check_task(name, task)
-            opts["task"] = task
-    check_options(name, opts)
-    if graph != (dataset_kind(dataset) == "graph"):
-        kind = "graph" if graph else "image"
-        raise ConfigError(f"{name} takes {kind} data, but dataset {dataset!r} is not {kind} data")
-    data = load_dataset(dataset, data_dir, download=download, split_seed=split_seed, **(dataset_options or {}))
+        spec = resumed_run(Path(out), _resume_file(Path(out)), algo=algo, dataset=dataset, settings=settings,
+                           learner_options=learner_options, dataset_options=dataset_options, split_seed=split_seed,
+                           data_dir=data_dir, **train_kwargs)
+    else:
+        spec = resolve_run(algo, dataset, settings=settings, learner_options=learner_options,
+                           dataset_options=dataset_options, split_seed=split_seed, data_dir=data_dir,
+                           download=download, given_by=given_by, **train_kwargs)
+    return execute(spec, out=out, resume=resume, callbacks=callbacks, probes=probes)
+
+
+def execute(spec: RunSpec, *, data: DataBundle | None = None, out: str | Path | None = None, resume: bool = False,
+            callbacks: Iterable[Callback] = (), probes: Iterable[Probe] = ()) -> dict[str, Any]:
+    """Train the run ``spec`` describes and return its record (also ``out/run.json``).
+
+    Args:
+        spec: from :func:`~localearn.runspec.resolve_run` (or :func:`~localearn.runspec.resumed_run`).
+        data: the dataset already loaded for ``spec`` (a study worker loads each dataset once).
+        out, resume: the run directory, and whether to continue it from its last checkpoint.
+        callbacks, probes: passed to the :class:`Trainer`.
+    """
+    data = data if data is not None else spec.load_data()
+    config = spec.config()
     seed_everything(config.seed)  # the same seed gives the same initialisation
-    learner = build_learner(name, data, opts)
-    run_info = {
-        "algorithm": name, "dataset": dataset, "learner_options": opts,
-        "learner_options_resolved": {**resolved_options(name, opts), "arch": str(learner.arch),
-                                     "schedule": learner.schedule_mode},
-        "dataset_options": dict(dataset_options or {}), "split_seed": split_seed,
-        "data_dir": str(data_dir) if data_dir is not None else None,
-        "paper": learner.paper,
-        "recipe": recipe_record if recipe_record is not None else stored_recipe,
-    }
-    trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
+    learner = build_learner(spec.algorithm, data, spec.learner_options)
+    trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes,
+                      run_info=spec.run_info(learner))
     try:
         if resume:
             trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
@@ -183,9 +118,6 @@ def fit(
 def _resume_file(out: Path) -> Path:
     """The checkpoint this process continues: ``out/checkpoint.pt``, or this rank's under torchrun
     (its previous one if a kill came between moving it aside and writing the next)."""
-    from localearn.checkpoint import PREVIOUS_NAME
-    from localearn.distributed import launched
-
     folder = out / f"rank{env_rank()}" if launched() and (out / f"rank{env_rank()}").is_dir() else out
     latest = folder / CHECKPOINT_NAME
     return latest if latest.is_file() or not (folder / PREVIOUS_NAME).is_file() else folder / PREVIOUS_NAME
@@ -215,22 +147,3 @@ def load_run(
     learner = build_learner(run.algorithm, data, run.learner_options)
     load_weights(learner, ckpt.get("model"), path)
     return learner.to(device).eval(), data, ckpt
-
-
-def _note_ignored(out: str | Path, run: StoredRun, config: dict[str, Any], train_kwargs: dict[str, Any],
-                  arch: str | None, schedule: str | None, task: str | None, learner_options: dict[str, Any] | None,
-                  dataset_options: dict[str, Any] | None, split_seed: int | None) -> None:
-    """Say in one line which values given with ``--resume`` the stored run overrides."""
-    opts = run.learner_options
-    given = {**train_kwargs, **(learner_options or {}), "schedule": schedule, "task": task,
-             "arch": str(parse_arch(arch)) if arch is not None else None}
-    default_schedule = get_algorithm(run.algorithm).capabilities()["default_schedule"]
-    stored = {**config, **opts, "schedule": opts.get("schedule", default_schedule), "task": opts.get("task", task)}
-    ignored = ignored_settings(given, stored)
-    if dataset_options and dataset_options != run.dataset_options:
-        ignored.append(f"dataset options {dataset_options} (kept {run.dataset_options})")
-    if split_seed is not None and split_seed != run.split_seed:
-        ignored.append(f"split_seed={split_seed} (kept {run.split_seed})")
-    if ignored and env_rank() == 0:
-        print(f"note: --resume continues {out} with its stored settings; ignored: {', '.join(ignored)}",
-              file=sys.stderr)

@@ -80,7 +80,8 @@ def stored_run(ckpt: dict[str, Any], where: str | Path) -> StoredRun:
         split_seed=seed, recipe=recipe if isinstance(recipe, dict) and _plain(recipe) else None)
 
 
-def _field_types() -> dict[str, tuple[type, ...]]:
+def field_types() -> dict[str, tuple[type, ...]]:
+    """Each :class:`TrainConfig` field's accepted types (a study spec's values are checked too)."""
     out: dict[str, tuple[type, ...]] = {}
     for f in fields(TrainConfig):
         text = str(f.type)
@@ -95,7 +96,7 @@ def stored_config(ckpt: dict[str, Any], where: str | Path) -> dict[str, Any]:
     config = ckpt.get("config")
     if not isinstance(config, dict):
         raise LocalearnError(f"{where}: the checkpoint holds no training config")
-    types = _field_types()
+    types = field_types()
     for key, value in config.items():
         if key not in types:
             raise LocalearnError(f"{where}: unknown training option {key!r} in the checkpoint")

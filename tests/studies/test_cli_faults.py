@@ -4,16 +4,12 @@ one ``error:`` line and exit status 2, nothing written where it should not be, n
 from __future__ import annotations
 
 import json
-import time
-import warnings
 from pathlib import Path
 
-import optuna
 import pytest
 from localearn.studies.spec import load_spec
-from localearn.studies.storage import ensure_study, open_storage, repair_orphans
+from localearn.studies.storage import ensure_study, open_storage
 from localearn.studies.worker import optuna_name
-from optuna.trial import TrialState
 from studyutil import write_spec
 
 from localearn.cli import main
@@ -95,23 +91,3 @@ def test_report_on_a_storage_it_cannot_read_is_an_error(here: Path, capsys: pyte
     line = _one_error(capsys, main(["study", "report", "s", "--storage", url]))
     assert "cannot open storage" in line and "hunter2pw" not in line
     assert sorted(p.name for p in (here / "s").iterdir()) == ["optimization_history_digits.png", "study.json"]
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_rdb_stale_trials_carry_their_failure_and_no_experimental_warning(tmp_path: Path) -> None:
-    """A worker that stopped sending heartbeats (SQLite here; PostgreSQL in test_storage_postgres)."""
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path, heartbeat_interval=1, grace_period=1)
-    study = ensure_study(storage, "stale", 1, {})
-    trial = study.ask()  # pops the queued slot, as a worker does
-    storage.set_trial_user_attr(trial._trial_id, "worker", "elsewhere:123")
-    storage.record_heartbeat(trial._trial_id)
-    time.sleep(2.5)  # past the grace period without a heartbeat: the worker is gone
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        repair_orphans(study, storage)
-    assert not [w for w in seen if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
-    failed, requeued = study.get_trials(deepcopy=False)
-    assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["failure"] == "worker elsewhere:123 stopped sending heartbeats"
-    assert requeued.state == TrialState.WAITING and requeued.user_attrs == {"slot": 0}
-    assert requeued.system_attrs["failed_trial"] == failed.number

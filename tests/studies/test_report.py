@@ -20,6 +20,7 @@ from localearn.studies import load_report, write_report
 
 import localearn
 from localearn.errors import LocalearnError
+from localearn.runrecord import RunRecord
 
 SEEDS = [0, 1, 2]
 ARMS = {
@@ -181,11 +182,11 @@ def test_energy_ratio_carries_its_method_and_mixed_methods_give_none(tmp_path: P
     for seed in range(3):
         # mono_forward: the same accuracy to 0.01 pp, twice the time, 1.5x the joules (same meter)
         rows.append(make_row("digits/backprop", study["arms"]["digits/backprop"], seed,
-                             _fake_run(0.9 + seed / 100, 10.0, 100.0), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.9 + seed / 100, 10.0, 100.0)), Path("x")))
         rows.append(make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], seed,
-                             _fake_run(0.9001 + seed / 100, 20.0, 150.0), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.9001 + seed / 100, 20.0, 150.0)), Path("x")))
         rows.append(make_row("digits/mf_sum", study["arms"]["digits/mf_sum"], seed,
-                             _fake_run(0.95, 20.0, 150.0, method="rapl"), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.95, 20.0, 150.0, method="rapl")), Path("x")))
     summary = build_summary(study, rows)
     mf, mfs = summary["digits/mono_forward"], summary["digits/mf_sum"]
     assert mf["energy_ratio"] == pytest.approx(1.5) and mf["energy_method"] == ["nvml_energy_counter"]
@@ -199,7 +200,7 @@ def test_energy_ratio_carries_its_method_and_mixed_methods_give_none(tmp_path: P
     from localearn.studies.plots import write_plots
 
     study["arms"] = {k: v for k, v in study["arms"].items() if k != "digits/mf_sum"}  # one meter: energy axis
-    kept = [r for r in rows if r["key"] != "digits/mf_sum"]
+    kept = [r for r in rows if r.key != "digits/mf_sum"]
     files, notes = write_plots(tmp_path, study, kept, build_summary(study, kept), None)
     assert files == ["accuracy_vs_cost.png", "memory.png", "learning_curves.png"]
     assert "no journal.log" in notes[0] and (tmp_path / "memory.png").stat().st_size > 10_000
@@ -210,11 +211,12 @@ def test_too_few_pairs_gives_no_verdict() -> None:
     from localearn.studies.results import make_row
 
     study = {"arms": {k: _arm(k, a, o) for k, (a, o) in list(ARMS.items())[:2]}, "seeds": [0, 1]}
-    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, _fake_run(0.9, 1.0, None), Path("x")),
+    fake = RunRecord.from_dict
+    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, fake(_fake_run(0.9, 1.0, None)), Path("x")),
             make_row("digits/backprop", study["arms"]["digits/backprop"], 1, None, Path("missing")),
-            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, _fake_run(0.8, 1.0, None),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, fake(_fake_run(0.8, 1.0, None)),
                      Path("x")),
-            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 1, _fake_run(0.8, 1.0, None),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 1, fake(_fake_run(0.8, 1.0, None)),
                      Path("x"))]
     mf = build_summary(study, rows)["digits/mono_forward"]
     assert mf["n_paired"] == 1 and mf["verdict"] == "INSUFFICIENT_PAIRS" and mf["delta_ci95"] is None
