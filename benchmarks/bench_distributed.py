@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from localearn.measure import write_result
+from localearn.runrecord import read_record
 
 ARMS = [  # (name, algo, processes, parallel)
     ("mf_1proc", "mono_forward", 1, "none"),
@@ -77,15 +77,14 @@ def run_arm(args: argparse.Namespace, name: str, algo: str, nproc: int, parallel
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{algo} {parallel} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    run = json.loads((out / "run.json").read_text())
-    m, spread = run["metrics"], run.get("distributed")
-    ranks = spread["ranks"] if spread else [{"rank": 0, "train_seconds": m["train_seconds"], "bytes_sent": 0,
-                                             "wait_seconds": 0.0,
-                                             "samples": round(m["samples_per_second"] * m["train_seconds"])}]
+    run = read_record(out)
+    spread, seconds = run.distributed, run.train_seconds or 0.0
+    ranks = spread["ranks"] if spread else [{"rank": 0, "train_seconds": seconds, "bytes_sent": 0, "wait_seconds": 0.0,
+                                             "samples": round((run.samples_per_second or 0.0) * seconds)}]
     slowest = max(r["train_seconds"] for r in ranks)
     # Rows trained: DDP ranks each see a share of every batch; pipeline ranks all see every row.
     rows = sum(r["samples"] for r in ranks) if parallel == "ddp" else ranks[0]["samples"]
-    return {"command": " ".join(cmd[1:]), "test_accuracy": m["test_accuracy"], "data_passes": m["data_passes"],
+    return {"command": " ".join(cmd[1:]), "test_accuracy": run.test, "data_passes": run.data_passes,
             "train_seconds_slowest_rank": slowest, "samples_per_second": rows / slowest,
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "ranks": [{k: r.get(k) for k in ("rank", "layers", "train_seconds", "samples", "bytes_sent",

@@ -101,6 +101,7 @@ class RunRecord:
     data_passes: int | None = None
     train_seconds: float | None = None
     validate_seconds: float | None = None
+    samples_per_second: float | None = None
     peak_saved_activation_bytes: int | None = None
     peak_rss_bytes: int | None = None
     cuda_peak_allocated_bytes: int | None = None
@@ -109,6 +110,7 @@ class RunRecord:
     units: tuple[dict[str, Any], ...] = ()
     history: tuple[Epoch, ...] = ()
     diverged: dict[str, Any] | None = None
+    distributed: dict[str, Any] | None = None  # per-rank time, bytes and waits of a --parallel run
 
     @property
     def metric(self) -> str:
@@ -147,6 +149,7 @@ class RunRecord:
             test=_num(m.get(f"test_{metric}")), val=_num(m.get(f"val_{metric}")), test_loss=_num(m.get("test_loss")),
             val_loss=_num(m.get("val_loss")), epochs=_int(m.get("epochs")), data_passes=_int(m.get("data_passes")),
             train_seconds=_num(m.get("train_seconds")), validate_seconds=_num(m.get("validate_seconds")),
+            samples_per_second=_num(m.get("samples_per_second")),
             peak_saved_activation_bytes=_int(m.get("peak_saved_activation_bytes")),
             peak_rss_bytes=_int(m.get("peak_rss_bytes")),
             cuda_peak_allocated_bytes=_int(m.get("cuda_peak_allocated_bytes")),
@@ -158,6 +161,7 @@ class RunRecord:
                                 _num(h.get("train_loss")), _num(h.get("val_loss")),
                                 _num(h.get(f"val_{metric}", h.get("val_accuracy")))) for h in history),
             diverged=run.get("diverged") if isinstance(run.get("diverged"), dict) else None,
+            distributed=run.get("distributed") if isinstance(run.get("distributed"), dict) else None,
         )
 
     @classmethod

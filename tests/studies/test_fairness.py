@@ -14,8 +14,8 @@ from typing import Any
 
 import optuna
 import pytest
-from localearn.studies.protocol import sampler_seed
 from localearn.studies.arms import RULE_KEYS
+from localearn.studies.protocol import sampler_seed
 from localearn.studies.spec import load_spec
 from localearn.studies.storage import ensure_study
 from localearn.studies.trial import SlotTPESampler, arm_params, sampler_record, train_config

@@ -212,7 +212,8 @@ def test_too_few_pairs_gives_no_verdict() -> None:
 
     study = {"arms": {k: _arm(k, a, o) for k, (a, o) in list(ARMS.items())[:2]}, "seeds": [0, 1]}
     fake = RunRecord.from_dict
-    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, fake(_fake_run(0.9, 1.0, None)), Path("x")),
+    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, fake(_fake_run(0.9, 1.0, None)),
+                     Path("x")),
             make_row("digits/backprop", study["arms"]["digits/backprop"], 1, None, Path("missing")),
             make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, fake(_fake_run(0.8, 1.0, None)),
                      Path("x")),
