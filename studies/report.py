@@ -91,8 +91,9 @@ def _score(e: dict[str, Any], factor: float) -> str:
 
 def _row(e: dict[str, Any], factor: float, unit: str) -> str:
     failed = f" (+{e['n_failed']} failed)" if e["n_failed"] else ""
+    stops = [f"val_{e['metric']}" if m == "val_acc" else m for m in e["stop_metric"]]  # val_acc: the task's metric
     cells = [f"**{e['arm']}**" if e["is_baseline"] else e["arm"], f"{e['algo']} `{e['arch']}`", e["search"],
-             f"{e['n']}{failed}", _score(e, factor), "/".join(e["stop_metric"]) or "–"]
+             f"{e['n']}{failed}", _score(e, factor), "/".join(stops) or "–"]
     if e["is_baseline"]:
         cells += ["baseline", "", "", "", ""]
     else:

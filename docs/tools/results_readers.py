@@ -211,11 +211,17 @@ def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
     for key, e in d.items():
         if e.get("is_baseline"):
             continue
-        res = [f"test accuracy {g(e['test_accuracy_mean'])} (n = {e['n']})"]
-        if e.get("delta_pp") is not None:
+        metric = e.get("metric", "accuracy")  # a study's task metric: accuracy, roc_auc or mse
+        name = {"roc_auc": "ROC-AUC", "mse": "MSE"}.get(metric, metric)
+        res = [f"test {name} {g(e.get('test_metric_mean', e.get('test_accuracy_mean')))} (n = {e['n']})"]
+        delta, unit = e.get("delta", e.get("delta_pp")), e.get("delta_unit", "pp")
+        if delta is not None:
             lo, hi = e["delta_ci95"]
-            res += [f"Δ vs {e['baseline'].split('/')[-1]} **{e['delta_pp']:+.2f} pp** [{lo:+.2f}, {hi:+.2f}], "
-                    f"{e['verdict']}", f"train time {g(e['train_seconds_ratio'], '×')}",
+            shown = f"**{delta:+.2f} pp** [{lo:+.2f}, {hi:+.2f}]" if unit == "pp" else \
+                f"**{delta:+.3g}** [{lo:+.3g}, {hi:+.3g}] ({g(e.get('test_ratio'), '×')} BP's {name})"
+            better = {"arm": " (better)", "baseline": " (backprop better)"}.get(str(e.get("better")), "")
+            res += [f"Δ vs {e['baseline'].split('/')[-1]} {shown}, {e['verdict']}{better}",
+                    f"train time {g(e['train_seconds_ratio'], '×')}",
                     f"peak saved bytes {g(e['peak_saved_bytes_ratio'], '×')}"]
         yield Record(src, date_from(src), (e["algo"], "studies"),
                      f"study arm {key}, `{e['arch']}`, {e['protocol']}", f"localearn study report {folder}", res)

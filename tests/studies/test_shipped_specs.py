@@ -33,7 +33,7 @@ SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist"
           "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "cora": ((1433,), 7)}
 SHIPPED = {"mf_vs_bp_digits.toml", "local_learners_mnist.toml", "forward_gnn_planetoid.toml", "beyond_backprop.toml",
            "ccl_autoencoder_mnist.toml", "forward_gnn_cora_links.toml", "forward_gnn_cora_depth.toml",
-           "ff_collab_mnist.toml"}
+           "ff_collab_mnist.toml", "ccl_mnist.toml"}
 
 
 def _load(path: Path) -> dict[str, Any]:
