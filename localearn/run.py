@@ -7,6 +7,7 @@ checkpoint it writes stores the names and options needed to rebuild everything (
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ from typing import Any
 from localearn.arch import parse_arch
 from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from localearn.data import DataBundle, canonical_dataset, dataset_kind, load_dataset
+from localearn.distributed import env_rank
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
 from localearn.recipes import apply_recipe
 from localearn.registry import canonical_name, get_algorithm
+from localearn.rundir import StoredRun, data_folder, ignored_settings, stored_config, stored_run
+from localearn.snapshot import load_weights
 from localearn.trainer import Callback, TrainConfig, Trainer
 from localearn.utils import check_kwargs, keyword_defaults, seed_everything
 
@@ -75,7 +79,7 @@ def fit(
     task: str | None = None,
     data_dir: str | Path | None = None,
     download: bool = False,
-    split_seed: int = 0,
+    split_seed: int | None = None,
     learner_options: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
     out: str | Path | None = None,
@@ -94,16 +98,19 @@ def fit(
         schedule: ``joint`` | ``greedy``; None takes the learner's default.
         task: ``classification`` | ``link`` | ``autoencoder`` (:mod:`localearn.tasks`), for learners
             that train more than one (a learner option ``task``); None: the learner's default.
-        data_dir, download, split_seed: where data lives, whether to fetch it, the split seed.
+        data_dir, download, split_seed: where data lives (default ``$LOCALEARN_DATA_DIR`` or ``./data``;
+            a resumed run never reads a folder stored in its directory), whether to fetch it, the
+            split seed (default 0).
         learner_options, dataset_options: passed to the learner / dataset loader.
         out: run directory (checkpoint every epoch, ``run.json`` at the end).
-        resume: continue the run in ``out`` from its last checkpoint; its stored settings win.
+        resume: continue the run in ``out`` from its last checkpoint; its stored settings win (a
+            differing value given here is named in one ``note:`` line on stderr).
         callbacks, probes: passed to the :class:`Trainer`.
         given_by: the source ``run.json``'s ``recipe`` records for options set here (``cli``).
         train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...);
             None or absent takes the learner's reference recipe (``localearn recipes``).
     """
-    run_stored = None
+    stored_recipe = None
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR naming the run to continue")
@@ -111,20 +118,25 @@ def fit(
         if not ckpt_path.is_file():
             raise LocalearnError(f"nothing to resume: {ckpt_path} does not exist")
         ckpt = load_checkpoint(ckpt_path)
-        run = run_stored = ckpt["run"]
-        if algo is not None and canonical_name(algo) != run["algorithm"]:
-            raise ConfigError(f"{out} holds a {run['algorithm']} run, not {algo}")
-        if dataset is not None and canonical_dataset(dataset) != run["dataset"]:
-            raise ConfigError(f"{out} holds a run on {run['dataset']}, not {dataset}")
-        train_kwargs = {**ckpt["config"], **{k: v for k, v in train_kwargs.items() if k in ("device", "progress")}}
-        algo, dataset = run["algorithm"], run["dataset"]  # the stored run's settings win
-        learner_options, dataset_options = run["learner_options"], run["dataset_options"]
-        split_seed = run["split_seed"]
-        data_dir = data_dir if data_dir is not None else run.get("data_dir")
+        # Only checked plain values come from the directory; never a path (data_dir) or code (rundir.py).
+        run, kept = stored_run(ckpt, ckpt_path), stored_config(ckpt, ckpt_path)
+        if algo is not None and canonical_name(algo) != run.algorithm:
+            raise ConfigError(f"{out} holds a {run.algorithm} run, not {algo}")
+        if dataset is not None and canonical_dataset(dataset) != run.dataset:
+            raise ConfigError(f"{out} holds a run on {run.dataset}, not {dataset}")
+        _note_ignored(out, run, kept, train_kwargs, arch, schedule, task, learner_options, dataset_options,
+                      split_seed)
+        train_kwargs = {**kept, **{k: v for k, v in train_kwargs.items()
+                                     if k in ("device", "progress") and v is not None}}
+        algo, dataset = run.algorithm, run.dataset  # the stored run's settings win
+        learner_options, dataset_options = run.learner_options, run.dataset_options
+        split_seed, stored_recipe = run.split_seed, run.recipe
+        data_dir = data_folder(data_dir, out, run.dataset)[0]
     valid_fields = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(train_kwargs) - valid_fields)
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid_fields))}")
+    split_seed = split_seed if split_seed is not None else 0
     name = canonical_name(algo or "mono_forward")
     graph = get_algorithm(name).supports_graphs
     dataset = canonical_dataset(dataset or ("karate" if graph else "digits"))  # both bundled
@@ -157,19 +169,22 @@ def fit(
         "dataset_options": dict(dataset_options or {}), "split_seed": split_seed,
         "data_dir": str(data_dir) if data_dir is not None else None,
         "paper": learner.paper,
-        "recipe": recipe_record if recipe_record is not None else (run_stored or {}).get("recipe"),
+        "recipe": recipe_record if recipe_record is not None else stored_recipe,
     }
     trainer = Trainer(learner, data, config, out_dir=out, callbacks=callbacks, probes=probes, run_info=run_info)
-    if resume:
-        trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
-    return trainer.fit()
+    try:
+        if resume:
+            trainer.resume(_resume_file(Path(out)))  # type: ignore[arg-type]
+        return trainer.fit()
+    finally:  # a run that ends any other way (interrupted, an error) leaves its process group at once;
+        trainer.par.close(finished=False)  # after a finished run's own close this does nothing
 
 
 def _resume_file(out: Path) -> Path:
     """The checkpoint this process continues: ``out/checkpoint.pt``, or this rank's under torchrun
     (its previous one if a kill came between moving it aside and writing the next)."""
     from localearn.checkpoint import PREVIOUS_NAME
-    from localearn.distributed import env_rank, launched
+    from localearn.distributed import launched
 
     folder = out / f"rank{env_rank()}" if launched() and (out / f"rank{env_rank()}").is_dir() else out
     latest = folder / CHECKPOINT_NAME
@@ -180,19 +195,42 @@ def load_run(
     path: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
 ) -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
     """Rebuild the learner (with its trained weights) and the dataset of a saved run; a
-    ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers)."""
+    ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers).
+
+    The data comes from ``data_dir`` (default ``$LOCALEARN_DATA_DIR`` or ``./data``), never from a
+    path stored in the run directory (see :mod:`localearn.rundir`).
+    """
     folder = Path(path)
     ranks = sorted(folder.glob("rank*/" + CHECKPOINT_NAME)) if not (folder / CHECKPOINT_NAME).exists() else []
     if folder.is_dir() and ranks:
         parts = [load_checkpoint(r, map_location=device) for r in ranks]
+        if not all(isinstance(p.get("model"), dict) for p in parts):
+            raise LocalearnError(f"{path}: a rank's checkpoint holds no model weights")
         ckpt = {**parts[0], "model": {k: v for part in parts for k, v in part["model"].items()}}
     else:
         ckpt = load_checkpoint(path, map_location=device)
-    run = ckpt.get("run") or {}
-    if "algorithm" not in run:
-        raise LocalearnError(f"{path} does not record which learner produced it")
-    data = load_dataset(run["dataset"], data_dir if data_dir is not None else run.get("data_dir"),
-                        split_seed=run.get("split_seed", 0), **run.get("dataset_options", {}))
-    learner = build_learner(run["algorithm"], data, run.get("learner_options", {}))
-    learner.load_state_dict(ckpt["model"])
+    run = stored_run(ckpt, path)
+    root = data_folder(data_dir, folder, run.dataset)[0]
+    data = load_dataset(run.dataset, root, split_seed=run.split_seed, **run.dataset_options)
+    learner = build_learner(run.algorithm, data, run.learner_options)
+    load_weights(learner, ckpt.get("model"), path)
     return learner.to(device).eval(), data, ckpt
+
+
+def _note_ignored(out: str | Path, run: StoredRun, config: dict[str, Any], train_kwargs: dict[str, Any],
+                  arch: str | None, schedule: str | None, task: str | None, learner_options: dict[str, Any] | None,
+                  dataset_options: dict[str, Any] | None, split_seed: int | None) -> None:
+    """Say in one line which values given with ``--resume`` the stored run overrides."""
+    opts = run.learner_options
+    given = {**train_kwargs, **(learner_options or {}), "schedule": schedule, "task": task,
+             "arch": str(parse_arch(arch)) if arch is not None else None}
+    default_schedule = get_algorithm(run.algorithm).capabilities()["default_schedule"]
+    stored = {**config, **opts, "schedule": opts.get("schedule", default_schedule), "task": opts.get("task", task)}
+    ignored = ignored_settings(given, stored)
+    if dataset_options and dataset_options != run.dataset_options:
+        ignored.append(f"dataset options {dataset_options} (kept {run.dataset_options})")
+    if split_seed is not None and split_seed != run.split_seed:
+        ignored.append(f"split_seed={split_seed} (kept {run.split_seed})")
+    if ignored and env_rank() == 0:
+        print(f"note: --resume continues {out} with its stored settings; ignored: {', '.join(ignored)}",
+              file=sys.stderr)

@@ -89,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
     if not sources:
         print("no studies: none under studies_out/ (pass --storage URL for a database)")
     for src, where in sources:
-        storage = open_storage(src, where)
+        storage = open_storage(src, where, create=False)  # listing creates no journal or database file
         print(describe(src, where))
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
         for name in names:

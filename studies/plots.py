@@ -9,7 +9,6 @@ arm's tuning trials, read from the study's storage.
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -20,9 +19,12 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:  # a notebook that already chose its backend keeps it
     matplotlib.use("Agg")
 from localearn.studies.summary import mean_ci95
+from localearn.studies.urls import scrub
 from matplotlib import style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from localearn.errors import ConfigError
 
 MIB = 2**20
 
@@ -125,21 +127,27 @@ def learning_curves(summary: dict[str, Any], rows: list[dict[str, Any]], path: P
     return _save(fig, path)
 
 
-def open_storage(study_dir: Path, storage: str | None) -> Any:
-    """An Optuna storage: a URL as given, a journal file path (``journal:`` prefix optional), or None."""
+def open_storage(study_dir: Path, storage: Any) -> Any:
+    """The storage of the tuning trials: an RDB URL, a journal file path (``journal:`` prefix
+    optional), None (``DIR/journal.log`` if there is one, else None) or a storage already open.
+    A storage the user named that cannot be read is one clear error (``ConfigError``)."""
     import optuna
+    from localearn.studies.storage import open_storage as open_url
+    from localearn.studies.urls import check_url
     from optuna.storages.journal import JournalFileBackend
 
     if storage is None:
         path = study_dir / "journal.log"
         if not path.is_file():
             return None
-    elif "://" in storage:
+    elif not isinstance(storage, str):
         return storage
+    elif check_url(storage) or "://" in storage:
+        return open_url(storage, study_dir, create=False)
     else:
         path = Path(storage.removeprefix("journal:"))
         if not path.is_file():
-            raise FileNotFoundError(f"journal file {path} does not exist")
+            raise ConfigError(f"journal file {path} does not exist")
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
@@ -197,6 +205,8 @@ def _write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, An
         files.append(learning_curves(summary, rows, study_dir / "learning_curves.png"))
     else:
         notes.append("no complete final run yet: no accuracy, memory or learning-curve plot")
+    for stale in study_dir.glob("optimization_history_*.png"):  # a report never shows an old plot
+        stale.unlink()
     try:
         handle = open_storage(study_dir, storage)
         if handle is None:
@@ -206,6 +216,6 @@ def _write_plots(study_dir: Path, study: dict[str, Any], rows: list[dict[str, An
             files += more
             notes += missing
     except Exception as exc:  # a report without the tuning plot beats no report; say why
-        why = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(exc))  # never print a password
+        why = scrub(str(exc))  # never print a password
         notes.append(f"optimisation history not drawn: cannot read the storage ({type(exc).__name__}: {why})")
     return files, notes

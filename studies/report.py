@@ -157,17 +157,18 @@ def write_report(study_dir: str | Path, storage: str | None = None) -> dict[str,
         storage: where the Optuna studies live for the optimisation-history plot: a URL or a
             journal file path; default ``DIR/journal.log`` when present.
     """
+    from localearn.studies.plots import open_storage, write_plots  # matplotlib only when a report is written
+
     study_dir = Path(study_dir)
     study = load_study(study_dir)
+    history = open_storage(study_dir, storage)  # a storage named but unreadable: an error before any write
     rows = collect_rows(study_dir, study)
     summary = build_summary(study, rows)
     write_csv(rows, study_dir / "results.csv")
     tmp = study_dir / (SUMMARY_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     tmp.replace(study_dir / SUMMARY_FILE)
-    from localearn.studies.plots import write_plots  # matplotlib only when a report is written
-
-    plots, notes = write_plots(study_dir, study, rows, summary, storage)
+    plots, notes = write_plots(study_dir, study, rows, summary, history)
     (study_dir / "report.md").write_text(render_markdown(study, summary, plots, notes))
     return summary
 

@@ -18,6 +18,7 @@ from localearn.studies.final import best_config, final_run, matched_epochs, run_
 from localearn.studies.protocol import check_no_collisions
 from localearn.studies.spec import StudySpec, load_spec
 from localearn.studies.storage import (
+    check_url,
     describe,
     ensure_study,
     is_rdb,
@@ -135,10 +136,13 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
         raise ConfigError("sqlite storage is for one worker; use the default journal file or PostgreSQL "
                           "(postgresql+psycopg://...) for --workers > 1")
+    check_url(storage)  # before anything is written: a mistyped URL must not become a file
     study_dir = Path(out) if out is not None else Path("studies_out") / spec.name
-    study_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).resolve() != (study_dir / "spec.toml").resolve():
-        shutil.copyfile(spec_or_path, study_dir / "spec.toml")
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a folder below one, or no permission
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot use {study_dir} as the study directory ({why})") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage, study_dir, heartbeat_interval=heartbeat_interval)
     record = _Record(spec, study_dir, describe(storage, study_dir))
@@ -149,6 +153,9 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
                  "sampler": entry["sampler"], "optuna_version": optuna.__version__, "arm": arm.key,
                  "algo": arm.algo, "arch": arm.arch, "baseline_of": arm.baseline}
         studies[arm.key] = study = ensure_study(store, entry["optuna_study"], spec.trials, attrs)
+    # The spec is kept only once the storage accepted it (a refused budget change keeps the old one).
+    if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).resolve() != (study_dir / "spec.toml").resolve():
+        shutil.copyfile(spec_or_path, study_dir / "spec.toml")
     record.save(status="tuning")
     # Resume: fail trials orphaned by a dead run (the journal has no heartbeat) and re-queue slots
     # lost to a crash or Ctrl-C, before any worker starts (a duplicate this races into yields).

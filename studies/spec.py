@@ -37,10 +37,8 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "stop_metric": (str,), "pruner": (str,), "batch_size": (int,), "device": (str,), "restore_best": (bool,),
     "energy": (bool,), "country": (str,), "idle_seconds": (int, float),
 }
-_ARM_TYPES: dict[str, tuple[type, ...]] = {
-    "algo": (str,), "name": (str,), "arch": (str,), "schedule": (str,), "options": (dict,),
-    "fixed": (dict,), "search_space": (dict,),
-}
+_ARM_TYPES: dict[str, tuple[type, ...]] = {"algo": (str,), "name": (str,), "arch": (str,), "schedule": (str,),
+                                            "options": (dict,), "fixed": (dict,), "search_space": (dict,)}
 _RANGE_KEYS = {"low", "high", "log", "type", "step", "choices"}
 
 
@@ -65,10 +63,7 @@ class Arm:
 
     def learner_options(self) -> dict[str, Any]:
         """Options for ``build_learner``: the arm's options plus its arch and schedule."""
-        opts = {**self.options, "arch": self.arch}
-        if self.schedule is not None:
-            opts["schedule"] = self.schedule
-        return opts
+        return {**self.options, "arch": self.arch, **({"schedule": self.schedule} if self.schedule is not None else {})}
 
 
 @dataclass
@@ -110,10 +105,15 @@ def _typed(where: str, table: dict[str, Any], types: dict[str, tuple[type, ...]]
     for key, value in table.items():
         if key not in types:
             raise _fail(where, f"{prefix}{key}", f"unknown key; valid: {', '.join(types)}")
-        ok = isinstance(value, types[key]) and not (isinstance(value, bool) and bool not in types[key])
-        if not ok:
+        if not isinstance(value, types[key]) or (isinstance(value, bool) and bool not in types[key]):
             want = " or ".join(t.__name__ for t in types[key])
             raise _fail(where, f"{prefix}{key}", f"expected {want}, got {value!r}")
+
+
+def _folder_name(where: str, key: str, name: str) -> None:
+    """Study and arm names are folders of the study directory: one plain path component each."""
+    if name.strip() in ("", ".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise _fail(where, key, f"must be a plain name, one folder without '/' (not empty, '.' or '..'), got {name!r}")
 
 
 def _check_range(where: str, key: str, rng: Any) -> None:
@@ -188,8 +188,8 @@ def _arm(where: str, i: int, raw: Any) -> dict[str, Any]:
                 check_options(algo, {key: (rng.get("choices") or [rng["low"]])[0]})
             except LocalearnError as exc:
                 raise _fail(where, f"{prefix}search_space.{key}", str(exc)) from None
-    if "/" in raw.get("name", "") or raw.get("name", "x").strip() == "":
-        raise _fail(where, f"{prefix}name", f"must be non-empty and without '/', got {raw['name']!r}")
+    if "name" in raw:
+        _folder_name(where, f"{prefix}name", raw["name"])
     return {"name": raw.get("name") or algo, "algo": algo, "arch": arch, "schedule": schedule,
             "options": options, "fixed": fixed, "search_space": space}
 
@@ -225,8 +225,7 @@ def _expand(where: str, raws: list[dict[str, Any]], datasets: list[str]) -> list
         kind = dataset_kind(ds)
         bp_algo = BASELINES[kind]
         bps: dict[str, Arm] = {}
-        given: list[Arm] = []
-        locals_: list[Arm] = []
+        given, locals_ = [], []
         for i, r in enumerate(raws):
             cls = get_algorithm(r["algo"])
             if cls.supports_graphs != (kind == "graph"):
@@ -260,9 +259,13 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
         path = Path(source)
         where, base = str(path), path.resolve().parent
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such study spec") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a study spec is a TOML file") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"{path}: cannot read the study spec ({exc.strerror or type(exc).__name__})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in raw:
@@ -272,16 +275,14 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
     if not isinstance(study, dict):
         raise _fail(where, "study", "a [study] table is required")
     _typed(where, study, _STUDY_TYPES, "study.")
-    if not study.get("name", "").strip() or "/" in study.get("name", "/"):
-        raise _fail(where, "study.name", "required, a non-empty name without '/'")
+    _folder_name(where, "study.name", study.get("name", ""))
     for key in ("trials", "epochs", "patience", "batch_size"):
         if key in study and study[key] < 1:
             raise _fail(where, f"study.{key}", f"must be >= 1, got {study[key]}")
-    for key, valid in (("protocol", PROTOCOLS), ("stop_metric", STOP_METRICS), ("pruner", PRUNERS)):
+    for key, valid in (("protocol", PROTOCOLS), ("stop_metric", STOP_METRICS), ("pruner", PRUNERS),
+                       ("device", ("auto", "cpu", "cuda"))):
         if key in study and study[key] not in valid:
             raise _fail(where, f"study.{key}", f"must be one of {', '.join(valid)}, got {study[key]!r}")
-    if study.get("device", "auto") not in ("auto", "cpu", "cuda"):
-        raise _fail(where, "study.device", f"must be auto, cpu or cuda, got {study['device']!r}")
     if study.get("idle_seconds", 0) < 0:
         raise _fail(where, "study.idle_seconds", "must be >= 0")
     arms_raw = raw.get("arms")

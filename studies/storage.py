@@ -1,8 +1,9 @@
 """Optuna storages for studies, and the slot mechanism that makes a budget exact.
 
 Storage: an embedded ``JournalStorage`` file by default (one machine, no server), or any Optuna RDB
-URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path, with Optuna's heartbeat and
-``RetryHeartbeatStaleTrialCallback`` so a trial whose worker died is failed and re-queued.
+URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path, with Optuna's heartbeat: a
+trial whose worker died is failed with a ``failure`` reason and its slot re-queued, as the journal's
+orphan repair does. URLs are checked and masked in :mod:`localearn.studies.urls`.
 
 Exact budgets: an arm's Optuna study is created once with exactly ``trials`` WAITING trials (the
 slots, user attr ``slot``). Workers only run popped slots: the storage refuses to create a fresh
@@ -14,6 +15,7 @@ re-queued with the same params and slot, so no slot is lost or run twice to comp
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import socket
@@ -23,11 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from localearn.studies.urls import check_url, describe, is_rdb, journal_path, mask_url, scrub, storage_file
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from localearn.errors import ConfigError
+
+__all__ = ["NoSlotLeft", "check_url", "describe", "ensure_study", "is_rdb", "journal_path", "mask_url",
+           "open_storage", "repair_orphans", "requeue", "requeue_lost", "scrub", "slot_counts", "slot_taken",
+           "worker_id"]
 
 READY_ATTR = "localearn_slots"
 HOST = socket.gethostname()
@@ -54,7 +61,18 @@ class SlotJournalStorage(_Refusing, JournalStorage):
 
 
 class SlotRDBStorage(_Refusing, RDBStorage):
-    """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots."""
+    """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots; a trial whose worker
+    stopped sending heartbeats gets the ``failure`` attribute a journal's orphan gets."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Every caller (our repair_orphans, Optuna's own loop) fails the trials this returns: the
+        # attribute goes first, while the trial still runs (a finished trial takes none).
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            owner = self.get_trial(trial_id).user_attrs.get("worker", "?")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_user_attr(trial_id, "failure", f"worker {owner} stopped sending heartbeats")
+        return stale
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # Optuna's cache layer (_CachedStorage, which wraps every RDBStorage) calls this one.
@@ -63,53 +81,33 @@ class SlotRDBStorage(_Refusing, RDBStorage):
         return super()._create_new_trial(study_id, template_trial)
 
 
-def mask_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``***`` (what study.json, logs and reports show)."""
-    if url is None or "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: hide everything between '//' and '@'
-        head, _, rest = url.partition("://")
-        return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
-def describe(url: str | None, study_dir: Path) -> str:
-    """The storage as it may be shown: a masked URL or the journal path."""
-    return str(mask_url(url)) if is_rdb(url) else str(journal_path(url, study_dir))
-
-
-def is_rdb(url: str | None) -> bool:
-    return url is not None and "://" in url and not url.startswith("journal:")
-
-
-def journal_path(url: str | None, study_dir: Path) -> Path:
-    if url is None:
-        return study_dir / "journal.log"
-    return Path(url.removeprefix("journal:")).expanduser()
-
-
 def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 60,
-                 grace_period: int | None = None) -> BaseStorage:
-    """Open the study's storage: the journal file by default, or an Optuna RDB URL."""
+                 grace_period: int | None = None, create: bool = True) -> BaseStorage:
+    """Open the study's storage: the journal file by default, or an Optuna RDB URL. ``create``
+    False (``study report``, ``study list``): a journal or SQLite file must exist already."""
+    check_url(url)
+    held = storage_file(url, study_dir)
+    if not create and held is not None and not held.is_file():
+        raise ConfigError(f"no storage file at {held}")
     if not is_rdb(url):
         path = journal_path(url, study_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SlotJournalStorage(JournalFileBackend(str(path)))
+        if path.is_dir():
+            raise ConfigError(f"journal storage {path} is a directory; name a file: journal:{path / 'journal.log'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return SlotJournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot use {path} as the journal storage ({why})") from None
     assert url is not None
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):  # SQLAlchemy 2.0 would pick psycopg2; this package depends on psycopg 3
             url = "postgresql+psycopg://" + url[len(prefix):]
     params = inspect.signature(RDBStorage.__init__).parameters
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback()  # max_retry None: a killed worker's slot always returns
     kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat_interval,
                               "grace_period": grace_period or 3 * heartbeat_interval}
     key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
-    kwargs[key] = retry
+    kwargs[key] = _retry_stale  # a killed worker's slot always returns, as with the journal
     if not url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     try:
@@ -117,8 +115,9 @@ def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return SlotRDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy/psycopg errors: one line, never the password
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}") from None
+        msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        shown = scrub(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}")
+        raise ConfigError(shown) from None
 
 
 def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, Any],
@@ -191,7 +190,9 @@ def repair_orphans(study: optuna.Study, storage: BaseStorage, *, all_local_dead:
     exited), when it never recorded a worker (killed between pop and the first attribute).
     """
     if not isinstance(storage, JournalStorage):
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9: not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return 0
     repaired = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -243,6 +244,11 @@ def slot_counts(study: optuna.Study) -> dict[str, int]:
         else:
             counts["lost"] += 1
     return counts
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """RDB heartbeat callback: re-queue a stale trial's slot as :func:`repair_orphans` does."""
+    requeue(study, study._storage, trial)
 
 
 def requeue_lost(study: optuna.Study, storage: BaseStorage) -> int:

@@ -133,11 +133,25 @@ def test_plots_are_png_images(study_dir: Path) -> None:
         assert f"]({name})" in (study_dir / "report.md").read_text()
 
 
-def test_missing_storage_is_a_note_not_a_crash(study_dir: Path, tmp_path: Path) -> None:
-    summary = write_report(study_dir, storage=str(tmp_path / "nope.log"))
-    assert "digits/mf_sum" in summary
-    assert "cannot read the storage" in (study_dir / "report.md").read_text()
-    write_report(study_dir)  # leave the module's directory as the fixture built it
+def test_a_storage_named_but_unreadable_is_an_error_and_rewrites_nothing(study_dir: Path, tmp_path: Path) -> None:
+    """Issue #23: a wrong storage (a missing journal, a wrong password) exited 0 with the old PNG left."""
+    before = {p.name: p.stat().st_mtime_ns for p in study_dir.iterdir() if p.is_file()}
+    with pytest.raises(LocalearnError, match=r"journal file .*nope\.log does not exist"):
+        write_report(study_dir, storage=str(tmp_path / "nope.log"))
+    assert {p.name: p.stat().st_mtime_ns for p in study_dir.iterdir() if p.is_file()} == before
+
+
+def test_without_a_storage_the_old_history_plot_is_removed(study_dir: Path, tmp_path: Path) -> None:
+    journal = study_dir / "journal.log"
+    journal.rename(tmp_path / "journal.log")
+    try:
+        summary = write_report(study_dir)
+        assert "digits/mf_sum" in summary
+        assert not (study_dir / "optimization_history_digits.png").exists()  # never a stale plot
+        assert "no journal.log in the study directory" in (study_dir / "report.md").read_text()
+    finally:
+        (tmp_path / "journal.log").rename(journal)
+        write_report(study_dir)  # leave the module's directory as the fixture built it
 
 
 def test_load_report_errors_name_the_problem(tmp_path: Path) -> None:

@@ -77,9 +77,12 @@ def test_two_workers_one_sigkilled_mid_trial_exact_budget(tmp_path: Path) -> Non
         assert sorted(t.user_attrs["slot"] for t in complete) == [0, 1, 2]  # none lost, none duplicated
     killed = [t for ts in trials.values() for t in ts if t.state == TrialState.FAIL]
     assert len(killed) == 1 and killed[0].user_attrs["worker"].endswith(f":{victim}")
+    # Its reason, as a journal's orphan carries one (issue #23), and no "experimental" noise in the logs.
+    assert killed[0].user_attrs["failure"] == f"worker {killed[0].user_attrs['worker']} stopped sending heartbeats"
+    assert not [o for o in outs.values() if "ExperimentalWarning" in o], outs
     retried = [t for ts in trials.values() for t in ts if t.system_attrs.get("failed_trial") is not None]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
-    assert retried[0].user_attrs["slot"] == killed[0].user_attrs["slot"]
+    assert retried[0].user_attrs["slot"] == killed[0].user_attrs["slot"] and "failure" not in retried[0].user_attrs
     # The retry keeps every value the killed trial had drawn (it may have died between two draws).
     assert killed[0].params.items() <= retried[0].params.items()
 
