@@ -29,9 +29,12 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from localearn.algorithms import SHIPPED
 
-#: What the fork server imports once (this module itself is light: the parent imports it too).
+import localearn.cli
+
+#: What the fork server imports once (the learners too, which the test process itself never needs).
 PRELOAD = ["blockrun", "torch", "localearn.cli", "localearn.run", "localearn.trainer", "localearn.studies.cli",
            *sorted({module for module, _ in SHIPPED.values()})]
 SHORT_TRAIN = ["--epochs", "1", "--no-progress"]
@@ -69,8 +72,6 @@ def _script(source: str, name: str) -> int:
 
 
 def _cli(step: Step) -> int:
-    import localearn.cli  # preloaded by the fork server
-
     argv = step.argv + (SHORT_TRAIN if step.argv[:1] == ["train"] else [])
     with contextlib.ExitStack() as stack:
         if step.stdout:
@@ -103,8 +104,6 @@ def run_page(steps: list[Step], workdir: str, log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(ENV)
-    import torch  # preloaded by the fork server
-
     torch.set_num_threads(1)
     status = 0
     for index, step in enumerate(steps):

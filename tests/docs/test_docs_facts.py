@@ -9,7 +9,7 @@ import re
 from docsutil import DOCS, tool
 
 from localearn import list_algorithms
-from localearn.cli import build_parser
+from localearn.cli_args import build_parser
 from localearn.registry import get_algorithm
 from localearn.space import SEARCH_SPACE
 from localearn.utils import keyword_defaults
