@@ -90,9 +90,9 @@ FUSED_OPS: dict[str, tuple[str, str, str]] = {
 _COMPILED: dict[Any, Any] = {}
 
 # Where ``auto`` turns a Triton op on: per op, (dtype, min rows, min width) entries taken from a
-# committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning (DESIGN.md: on by
-# default only where it wins). No GPU benchmark has been taken yet, so none: ``auto`` runs the
-# torch reference for every layer until one is.
+# committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning: a kernel ships on
+# by default only where it wins (DESIGN.md (Kernels)). No GPU benchmark has been taken yet, so
+# none: ``auto`` runs the torch reference for every layer until one is.
 DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {op: [] for op in FUSED_OPS}
 
 

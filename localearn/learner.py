@@ -33,6 +33,7 @@ from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context, LocalLayer
+from localearn.modules import build_from_modules
 from localearn.recipes import Recipe
 from localearn.space import SEARCH_SPACE, Dist, suggest
 
@@ -348,6 +349,4 @@ class LocalLearner(nn.Module):
                      **options: Any) -> Self:
         """This learner over your own ``nn.Module`` blocks, one local layer each (no subclass, no
         arch string); ``options`` are the learner's. See :mod:`localearn.modules`."""
-        from localearn.modules import build_from_modules
-
         return build_from_modules(cls, blocks, input_shape, num_classes, **options)

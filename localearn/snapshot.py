@@ -17,6 +17,7 @@ import torch
 from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from localearn.errors import LocalearnError
 from localearn.measure import peak_rss_bytes
+from localearn.rundir import state_dict_problem
 
 
 @dataclass
@@ -62,8 +63,6 @@ def save(trainer: Any) -> None:
 
 def load_weights(module: Any, state: Any, path: str | Path) -> None:
     """``module.load_state_dict(state)``; weights that do not fit are one clear error."""
-    from localearn.rundir import state_dict_problem
-
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LocalearnError(f"checkpoint {path} holds no model weights")
     try:

@@ -8,6 +8,7 @@ knows is an error naming the file, so a new result cannot be silently left off t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,24 @@ def overhead(d: dict[str, Any], src: str) -> Iterator[Record]:
                   f"wall time: MF {g(r['mono_forward']['wall'])}, BP {g(r['backprop']['wall'])}"])
 
 
+def precision(d: dict[str, Any], src: str) -> Iterator[Record]:
+    """``bench_precision``: per learner, each precision's median throughput against its fp32 arm."""
+    s, dev = d["setup"], d["device"]
+    where = dev["name"] if dev["type"] == "cuda" else "cpu, flags " + (" ".join(d["cpu"]["flags"]) or "none")
+    cmd = re.sub(r" --out \S+", "", data_arg(d["command"]))
+    for algo, arms in d["results"].items():
+        base = arms["fp32"]
+        res = [f"fp32 {base['median_samples_per_second']:.0f} samples/s, test accuracy {g(base['test_accuracy'])}"]
+        res += [f"{pr}: throughput **{g(a['throughput_ratio_vs_fp32'], '×')}** of fp32, test accuracy "
+                f"{g(a['test_accuracy'])} ({a['accuracy_delta_pp_vs_fp32']:+.2f} pp)"
+                for pr, a in arms.items() if pr != "fp32"]
+        runs = len(base["runs"])
+        schedule = f", {s['mono_forward_schedule']}" if algo == "mono_forward" else ""
+        yield Record(src, d["date"], ("precision", algo),
+                     f"{algo}{schedule}, {s['dataset']} `{s['arch']}`, {n_of(s['epochs'], 'epoch')}, batch "
+                     f"{s['batch_size']}, median of {n_of(runs, 'run')}, {where}", cmd, res)
+
+
 def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
     """A study's ``summary.json`` (``localearn study report``): one record per compared arm."""
     folder = src.rsplit("/", 1)[0]
@@ -231,7 +250,7 @@ READERS: dict[str, Callable[[dict[str, Any], str], Iterator[Record]]] = {
     "bench_counter_current": counter_current, "bench_distributed": distributed, "bench_ff_eval": ff_eval,
     "bench_forward_forward": rows_bench, "bench_forward_gnn": forward_gnn, "bench_greedy_cache": greedy_cache,
     "bench_kernels": kernels, "bench_mono_forward": mono_forward, "bench_noprop": noprop,
-    "bench_overhead": overhead, "cff_analysis": cff_analysis,
+    "bench_overhead": overhead, "bench_precision": precision, "cff_analysis": cff_analysis,
 }
 
 
@@ -250,7 +269,7 @@ def reader_for(d: dict[str, Any], src: str) -> Callable[[dict[str, Any], str], I
         if bench == name or bench.startswith(f"python benchmarks/{name}.py"):
             return fn
     raise ValueError(f"{src}: no reader for this result's schema (benchmark {bench!r}); add one to "
-                     f"docs/tools/results_extract.py")
+                     f"docs/tools/results_readers.py")
 
 
 def load_records(root: Path = ROOT) -> tuple[list[Record], list[str]]:

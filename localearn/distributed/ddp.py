@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from localearn.distributed import RankBase
+from localearn.distributed.base import RankBase
 from localearn.distributed.transport import guarded
 from localearn.errors import ConfigError, LocalearnError
 from localearn.layer import LocalLayer

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from localearn.distributed import RankBase
+from localearn.distributed.base import RankBase
 from localearn.distributed.ddp import Replicas
 from localearn.distributed.split import split_layers
 from localearn.distributed.transport import Link, guarded, pack_context, unpack_context

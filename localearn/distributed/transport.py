@@ -34,6 +34,7 @@ from torch import Tensor
 from localearn.distributed import shm
 from localearn.distributed.sendrecv import DistChannel
 from localearn.errors import ConfigError, LocalearnError
+from localearn.layer import Context
 
 MODES = ("auto", "shm", "dist")
 ENV = "LOCALEARN_PIPELINE_TRANSPORT"
@@ -237,8 +238,6 @@ def pack_context(ctx: Any) -> tuple[dict[str, Tensor | None], dict[str, Any]]:
 
 def unpack_context(tensors: dict[str, Tensor | None], scalars: dict[str, Any], num_classes: int) -> Any:
     """The inverse of :func:`pack_context`."""
-    from localearn.layer import Context
-
     extras: dict[str, Any] = {k[2:]: v for k, v in tensors.items() if k.startswith("x:")}
     extras.update(scalars)
     return Context(y=tensors.get("y"), num_classes=num_classes, extras=extras)

@@ -44,6 +44,19 @@ def test_fp16_scales_each_layer_on_its_own() -> None:
     assert scales["second"] < scales["first"]  # only the overflowing layer backed off
 
 
+def test_fp16_under_the_network_clip_keeps_an_overflow_to_its_own_layer() -> None:
+    """A layer that overflows skips its step; its inf stays out of the shared clip norm (else NaN)."""
+    fx = make_fixture("mono_forward", schedule="joint")
+    fx.policy = UpdatePolicy(precision="fp16", grad_clip=1.0, clip_scope="network").attach(fx.learner)
+    first, second = fx.learner.local_layers
+    with torch.no_grad():
+        second.proj.weight.fill_(6e4)
+    before = [p.detach().clone() for p in first.parameters()]
+    train_all(fx, 1)
+    assert all(torch.isfinite(p).all() for p in fx.learner.parameters())
+    assert any(not torch.equal(p, b) for p, b in zip(first.parameters(), before, strict=True))
+
+
 def test_run_json_records_the_resolved_update_policy(tmp_path: Any) -> None:
     r = localearn.fit("ccl", "digits", arch="mlp:2x16", epochs=1, progress=False, precision="bf16",
                       out=tmp_path / "run")

@@ -83,3 +83,22 @@ def test_draft_links_resolve_from_the_repository_root() -> None:
         for target in link.findall(text):
             if not target.startswith(("http://", "https://")):
                 assert (REPO / target).exists(), f"docs/{draft}: {target} does not exist at the repository root"
+
+
+CITED = re.compile(r"docs/([\w/]+\.md)(?:#([\w-]+))?(?: \(\"([^\"]+)\"\))?")
+
+
+def test_every_docs_path_the_code_cites_exists() -> None:
+    """``docs/<page>.md``, ``docs/<page>.md#anchor`` and ``docs/<page>.md ("Section title")`` in the
+    code point at a page that is built, an anchor it has, a heading it has."""
+    built = {p.relative_to(DOCS).as_posix() for p in pages()}
+    for path in rewrite.source_files(REPO):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith("tests/docs/"):
+            continue
+        for page, anchor, title in CITED.findall(path.read_text(encoding="utf-8", errors="replace")):
+            assert page in built, f"{rel} cites docs/{page}, which is not a page of the site"
+            text = (DOCS / page).read_text()
+            assert not anchor or anchor in _anchors(DOCS / page), f"{rel}: docs/{page} has no anchor #{anchor}"
+            assert not title or re.search(rf"^#+ {re.escape(title)}\b", text, re.M), \
+                f"{rel}: docs/{page} has no section {title!r}"

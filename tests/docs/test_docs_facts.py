@@ -1,14 +1,17 @@
-"""Tables in the docs that restate the code stay true to it: learner options and search spaces."""
+"""Tables in the docs that restate the code stay true to it: learner options, search spaces and
+the command line's flags."""
 
 from __future__ import annotations
 
+import argparse
 import re
 
-import optuna
 from docsutil import DOCS, tool
 
 from localearn import list_algorithms
+from localearn.cli_args import build_parser
 from localearn.registry import get_algorithm
+from localearn.space import SEARCH_SPACE
 from localearn.utils import keyword_defaults
 
 pages = tool("results_pages")
@@ -38,9 +41,22 @@ def test_the_search_space_table_matches_the_code() -> None:
             names, space = line.split("|")[1:3]
             for learner in re.findall(r"`(\w+)`", names):
                 rows[learner] = {p: (float(lo), float(hi)) for p, lo, hi in RANGE.findall(space)}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in list_algorithms():
-        trial = optuna.create_study().ask()
-        get_algorithm(name).search_space(trial)
-        code = {p: (d.low, d.high) for p, d in trial.distributions.items()}  # type: ignore[attr-defined]
+        dists = {**SEARCH_SPACE, **get_algorithm(name).search}  # what search_space(trial) samples
+        code = {p: (d.low, d.high) for p, d in dists.items()}
         assert rows.get(name) == code, f"guides/studies.md#search-spaces: {name} says {rows.get(name)}, the code {code}"
+
+
+def _train_flags() -> list[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [s for a in sub.choices["train"]._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
+
+
+def test_every_train_flag_is_in_the_cli_guide() -> None:
+    text = (DOCS / "guides" / "cli.md").read_text()
+    synopsis = text[: text.index("\n## ")]
+    synopsis += synopsis.replace("--[no-]", "--") + synopsis.replace("--[no-]", "--no-")  # both spellings
+    table = _section("guides/cli.md", "train")
+    for flag in _train_flags():
+        assert re.search(rf"{re.escape(flag)}(?![\w-])", synopsis), f"guides/cli.md: the synopsis lacks {flag}"
+        assert re.search(rf"`{re.escape(flag)}[` ]", table), f"guides/cli.md#train: no row names {flag}"

@@ -7,9 +7,12 @@ the docs and fail when a number on a page differs from its JSON.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docsutil import DOCS, REPO, tool
@@ -80,3 +83,31 @@ def test_a_study_summary_becomes_a_record(tmp_path: Path) -> None:
     text = pages.render("learner:mono_forward", records, [], "docs/learners/mono_forward.md")
     assert "**+1.12 pp** [+0.40, +1.80], DIFFERENT" in text and "0.9612" in text
     assert "localearn study report benchmarks/results/study_mf_2026-12-02" in text
+
+
+def test_a_precision_benchmark_becomes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader takes the schema ``benchmarks/bench_precision.py`` writes: its own summary code
+    runs here, with the training runs replaced by fixed numbers."""
+    spec = importlib.util.spec_from_file_location("bench_precision", REPO / "benchmarks" / "bench_precision.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    speed = {("mono_forward", "fp32"): 1000.0, ("mono_forward", "bf16"): 2500.0,
+             ("backprop", "fp32"): 800.0, ("backprop", "bf16"): 1000.0}
+    accuracy = {"fp32": 0.95, "bf16": 0.9512}
+
+    def run(algo: str, precision: str, args: Any) -> dict[str, Any]:
+        return {"samples_per_second": speed[algo, precision], "train_seconds": 1.0,
+                "test_accuracy": accuracy[precision], "steps": 10}
+
+    results = tmp_path / "benchmarks" / "results"
+    monkeypatch.setattr(bench, "run", run)
+    monkeypatch.setattr(sys, "argv", ["bench_precision.py", "--repeats", "2", "--out", str(results),
+                                      "--data-dir", "/somewhere/data"])
+    bench.main()
+    records, _ = readers.load_records(tmp_path)
+    assert [r.topics for r in records] == [("precision", "mono_forward"), ("precision", "backprop")]
+    text = pages.render("topic:precision", records, [], "docs/guides/precision.md")
+    assert "bf16: throughput **2.5×** of fp32, test accuracy 0.9512 (+0.12 pp)" in text
+    assert "fp32 1000 samples/s" in text and "median of 2 runs" in text
+    assert "--data-dir DATA" in text and "/somewhere" not in text and str(results) not in text
