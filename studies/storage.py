@@ -46,6 +46,7 @@ __all__ = ["Heartbeat", "StaleWatch", "check_url", "describe", "ensure_study", "
 
 READY_ATTR = "localearn_slots"
 OBJECTIVE_ATTR = "localearn_objective"
+POINTS_ATTR = "localearn_points"
 HOST = socket.gethostname()
 
 
@@ -111,11 +112,16 @@ def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, 
         if objective is not None and kept != objective:
             raise ConfigError(f"study {name!r} in this storage optimises {kept}, the spec {objective}: an objective "
                               "or precision cannot change once a study started") from None
+        queued = study.user_attrs.get(POINTS_ATTR, [{}] * trials)
+        if queued != points:
+            raise ConfigError(f"study {name!r} in this storage queued the points {queued}, the spec {points}: a grid "
+                              "cannot change once a study started") from None
         return study
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     if objective is not None:
         study.set_user_attr(OBJECTIVE_ATTR, objective)
+    study.set_user_attr(POINTS_ATTR, points)
     for slot, point in enumerate(points):
         study.enqueue_trial(point, user_attrs={"slot": slot})
     study.set_user_attr(READY_ATTR, trials)

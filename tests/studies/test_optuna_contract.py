@@ -119,6 +119,8 @@ def test_pop_runs_the_samplers_before_trial_and_a_grid_slot_runs_its_queued_poin
     ensure_study(storage, name, 2, {}, points=points)
     grid = {"lr": [0.01, 0.03], "s_ssl": [2.0]}
     study = _load(storage, name, sampler=GridSampler(grid, seed=1))
+    with pytest.raises(ConfigError, match="a grid cannot change once a study started"):
+        ensure_study(storage, name, 2, {}, points=[{"lr": 0.01, "s_ssl": 2.0}, {"lr": 0.1, "s_ssl": 2.0}])
     got = []
     while (popped := pop_slot(study, storage)) is not None:
         trial = popped[0]
