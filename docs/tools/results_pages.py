@@ -9,6 +9,7 @@ A page asks for a section with a pair of comments; everything between them is ge
     <!-- results:begin topic:kernels -->           records of one topic (kernels, distributed, ...)
     <!-- results:begin all -->                     every record, grouped by date (the results page)
     <!-- results:begin summary -->                 one headline row per learner (README, learner index)
+    <!-- results:begin statement:precision -->     one measured sentence (README: precision, pipeline)
     ...
     <!-- results:end KEY -->
 
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_measures import statement
 from results_readers import ROOT, Record, load_records
 
 MARKED = re.compile(r"(<!-- results:begin (\S+) -->\n)(.*?)(<!-- results:end \2 -->)", re.S)
@@ -76,7 +78,7 @@ def summary(records: list[Record], target: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def render(key: str, records: list[Record], skipped: list[str], target: str) -> str:
+def render(key: str, records: list[Record], skipped: list[str], target: str, root: Path = ROOT) -> str:
     """The generated text of section ``key`` for the file ``target``."""
     kind, _, name = key.partition(":")
     if kind in ("learner", "topic"):
@@ -92,6 +94,8 @@ def render(key: str, records: list[Record], skipped: list[str], target: str) -> 
         return "\n".join(out)
     if kind == "summary":
         return summary(records, target)
+    if kind == "statement":
+        return statement(name, root)
     raise ValueError(f"{target}: unknown results section {key!r}")
 
 
@@ -110,7 +114,7 @@ def regenerate(root: Path = ROOT, results_root: Path | None = None, write: bool 
         rel = path.relative_to(root).as_posix()
 
         def fill(m: re.Match[str], rel: str = rel) -> str:
-            return m.group(1) + render(m.group(2), records, skipped, rel) + m.group(4)
+            return m.group(1) + render(m.group(2), records, skipped, rel, results_root or root) + m.group(4)
 
         new = MARKED.sub(fill, text)
         if new != text:

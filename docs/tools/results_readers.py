@@ -8,12 +8,25 @@ knows is an error naming the file, so a new result cannot be silently left off t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from results_records import DATA, ROOT, Record, command, data_arg, date_from, flag_value, g, mib, n_of, sec
+from results_measures import distributed, kernels, overhead, precision
+from results_records import (
+    DATA,
+    ROOT,
+    Record,
+    command,
+    committed_date,
+    data_arg,
+    date_from,
+    flag_value,
+    g,
+    mib,
+    n_of,
+    sec,
+)
 
 
 def run_json(d: dict[str, Any], src: str) -> Iterator[Record]:
@@ -111,21 +124,6 @@ def counter_current(d: dict[str, Any], src: str) -> Iterator[Record]:
     yield Record(src, d["date"], topics, setting, cmd, res, d.get("note", ""))
 
 
-def distributed(d: dict[str, Any], src: str) -> Iterator[Record]:
-    s = d["settings"]
-    args = {k: v for k, v in s.items() if k != "opt"}
-    cmd = command("bench_distributed", args) + "".join(f" --opt {o}" for o in s.get("opt") or [])
-    learners = sorted({a.split("_")[0] for a in d["arms"]})
-    topics = ("distributed", *[{"mf": "mono_forward", "bp": "backprop"}.get(x, x) for x in learners])
-    res = []
-    for arm, a in d["arms"].items():
-        ratio = d["throughput_ratios"].get(arm)
-        sent = sum(r["bytes_sent"] for r in a["ranks"])
-        res.append(f"{arm}: test accuracy {g(a['test_accuracy'])}"
-                   + (f", throughput **{g(ratio, '×')}**" if ratio else "") + (f", {mib(sent)} sent" if sent else ""))
-    setting = f"{s['dataset']} `{s['arch']}`, {n_of(s['epochs'], 'epoch')}, batch {s['batch_size']}"
-    yield Record(src, d["date"], topics, setting, cmd, res)
-
 
 def ff_eval(d: dict[str, Any], src: str) -> Iterator[Record]:
     m = d["median_seconds"]
@@ -163,18 +161,6 @@ def greedy_cache(d: dict[str, Any], src: str) -> Iterator[Record]:
                   f"MF {sec(arms['mf']['seconds_to_target'])}, cached {sec(arms['mf_cache']['seconds_to_target'])}"])
 
 
-def kernels(d: dict[str, Any], src: str) -> Iterator[Record]:
-    cmd = command("bench_kernels", d["args"])
-    for r in d["results"]:
-        t, c = r["arms"]["torch"], r["arms"].get("compile")
-        res = [f"eager {t['seconds'] * 1e3:.1f} ms"]
-        if c:
-            res += [f"compile {c['seconds'] * 1e3:.1f} ms ({g(c['speedup_vs_eager'], '×')})",
-                    f"roofline {g(t['roofline_fraction'])} / {g(c['roofline_fraction'])}"]
-        res.append(f"saved for backward {mib(t['peak_bytes'])}")
-        yield Record(src, d["date"], ("kernels",), f"{r['op'].upper()} layer step, {r['rows']} rows × width "
-                     f"{r['width']}, {r['dtype']}, {d['device']['type']}", cmd, res)
-
 
 def mono_forward(d: dict[str, Any], src: str) -> Iterator[Record]:
     mf, bp, r = d["arms"]["mono_forward"], d["arms"]["backprop"], d["ratios"]
@@ -197,31 +183,6 @@ def noprop(d: dict[str, Any], src: str) -> Iterator[Record]:
                                               f"training {sec(m['train_seconds'])}"])
 
 
-def overhead(d: dict[str, Any], src: str) -> Iterator[Record]:
-    r = d["ratios_framework_over_plain"]
-    yield Record(src, d["date"], ("overhead", "mono_forward", "backprop"),
-                 f"one epoch of `localearn.fit` vs a plain torch loop, MNIST `{d['args']['arch']}`",
-                 command("bench_overhead", d["args"]),
-                 [f"CPU time framework/plain: MF **{g(r['mono_forward']['cpu'])}**, BP **{g(r['backprop']['cpu'])}**",
-                  f"wall time: MF {g(r['mono_forward']['wall'])}, BP {g(r['backprop']['wall'])}"])
-
-
-def precision(d: dict[str, Any], src: str) -> Iterator[Record]:
-    """``bench_precision``: per learner, each precision's median throughput against its fp32 arm."""
-    s, dev = d["setup"], d["device"]
-    where = dev["name"] if dev["type"] == "cuda" else "cpu, flags " + (" ".join(d["cpu"]["flags"]) or "none")
-    cmd = re.sub(r" --out \S+", "", data_arg(d["command"]))
-    for algo, arms in d["results"].items():
-        base = arms["fp32"]
-        res = [f"fp32 {base['median_samples_per_second']:.0f} samples/s, test accuracy {g(base['test_accuracy'])}"]
-        res += [f"{pr}: throughput **{g(a['throughput_ratio_vs_fp32'], '×')}** of fp32, test accuracy "
-                f"{g(a['test_accuracy'])} ({a['accuracy_delta_pp_vs_fp32']:+.2f} pp)"
-                for pr, a in arms.items() if pr != "fp32"]
-        runs = len(base["runs"])
-        schedule = f", {s['mono_forward_schedule']}" if algo == "mono_forward" else ""
-        yield Record(src, d["date"], ("precision", algo),
-                     f"{algo}{schedule}, {s['dataset']} `{s['arch']}`, {n_of(s['epochs'], 'epoch')}, batch "
-                     f"{s['batch_size']}, median of {n_of(runs, 'run')}, {where}", cmd, res)
 
 
 def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
@@ -242,7 +203,7 @@ def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
             res += [f"Δ vs {e['baseline'].split('/')[-1]} {shown}, {e['verdict']}{better}",
                     f"train time {g(e['train_seconds_ratio'], '×')}",
                     f"peak saved bytes {g(e['peak_saved_bytes_ratio'], '×')}"]
-        yield Record(src, date_from(src), (e["algo"], "studies"),
+        yield Record(src, committed_date(src), (e["algo"], "studies"),
                      f"study arm {key}, `{e['arch']}`, {e['protocol']}", f"localearn study report {folder}", res)
 
 

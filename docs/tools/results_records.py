@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,13 @@ def flag_value(cmd: str, name: str) -> str:
 def date_from(src: str) -> str:
     found = re.findall(r"\d{4}-\d{2}-\d{2}", src)
     return found[-1] if found else "not recorded"
+
+
+def committed_date(src: str, root: Path = ROOT) -> str:
+    """The date of the commit that last changed ``src`` (for results whose JSON holds no date)."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cs", "--", src],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        out = ""
+    return out or date_from(src)
