@@ -8,8 +8,7 @@ blocks over the model's own layers that ``<Learner>.from_modules(cut.blocks, ...
 from localearn.models.cut import BlockCost, Cut, cut_model
 from localearn.models.heads import KINDS as HEAD_KINDS
 from localearn.models.heads import feature_kind, make_decoder, make_head
-from localearn.models.sources import load_model
-from localearn.models.stems import adapt_stem
+from localearn.models.sources import adapt_stem, load_model
 
 __all__ = ["HEAD_KINDS", "BlockCost", "Cut", "adapt_stem", "cut_model", "feature_kind", "load_model", "make_decoder",
            "make_head"]

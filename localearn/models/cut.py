@@ -22,7 +22,7 @@ from torch import fx, nn
 
 from localearn.distributed.split import split_layers
 from localearn.errors import ConfigError
-from localearn.models.points import COSTS, Plan, analyse, describe_live
+from localearn.models.points import COSTS, Plan, analyse, describe_live, nearest
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,9 @@ def _balanced(plan: Plan, k: int, balance: str) -> list[int]:
         raise ConfigError(f"blocks={k}: need at least 1 block")
     if k > n:
         points = ", ".join(plan.valid[u] for u in plan.units) or "none"
-        raise ConfigError(f"blocks={k}: {model} has only {n - 1} cut points for automatic cuts ({points}), so at "
-                          f"most {n} blocks; name cut points (blocks=[...]) to cut elsewhere")
+        raise ConfigError(f"blocks={k}: {model} has only {n - 1} cut point{'s' * (n != 2)} for automatic cuts "
+                          f"({points}), so at most {n} block{'s' * (n != 1)}; name cut points (blocks=[...]) to "
+                          "cut elsewhere")
     sizes = [plan.cost(edges[i], edges[i + 1], balance) for i in range(n)]
     return [edges[r.stop] for r in split_layers(sizes, k)[:-1]]
 
@@ -117,32 +118,23 @@ def _named(plan: Plan, names: list[str]) -> list[int]:
                     else f"not a module of {model}")
             allowed = [n for n, v in by_name.items() if not plan.head_start or v < plan.head_start]
             close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.5)
-            hint = ", ".join(close) if close else _nearest(plan, plan.end)
+            hint = ", ".join(close) if close else nearest(plan, plan.end)
             raise ConfigError(f"cannot cut after {name!r}: {what}; nearest valid cut points: {hint}")
         if b not in plan.valid:
             live = plan.live[b]
             why = (f"a skip connection crosses it ({len(live)} tensors live across: {describe_live(plan, b)})"
                    if len(live) > 1 else "no single tensor leaves it")
-            raise ConfigError(f"cannot cut after {name!r}: {why}; nearest valid cut points: {_nearest(plan, b)}")
+            raise ConfigError(f"cannot cut after {name!r}: {why}; nearest valid cut points: {nearest(plan, b)}")
         if plan.head_start and b >= plan.head_start:
             head = ", ".join(plan.covered(plan.head_start, plan.end))
             raise ConfigError(f"cannot cut after {name!r}: {model}'s own head ({head}) follows "
                               f"{plan.valid[plan.head_start]!r} and stays whole in the last block with the layer "
-                              f"before it; nearest valid cut points: {_nearest(plan, plan.head_start)}")
+                              f"before it; nearest valid cut points: {nearest(plan, plan.head_start)}")
         if bounds and b <= bounds[-1]:
             raise ConfigError(f"blocks={names}: cut points must be distinct and in the model's order; {name!r} "
                               f"does not come after {plan.valid[bounds[-1]]!r}")
         bounds.append(b)
     return bounds
-
-
-def _nearest(plan: Plan, b: int) -> str:
-    """The valid cut points (module ends preferred) just before and just after position ``b``."""
-    named = [v for v, name in plan.valid.items() if ":" not in name and (not plan.head_start or v < plan.head_start)]
-    points = named or list(plan.valid)
-    near = [p for p in (max((v for v in points if v < b), default=None), min((v for v in points if v > b),
-                                                                             default=None)) if p is not None]
-    return ", ".join(repr(plan.valid[p]) for p in near) or "none (the model has no valid cut point)"
 
 
 def _build(plan: Plan, bounds: list[int]) -> Cut:

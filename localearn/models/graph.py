@@ -236,11 +236,18 @@ def is_follower(n: fx.Node, gm: fx.GraphModule) -> bool:
     return n.op == "call_method" and n.target in _FOLLOWER_METHODS
 
 
+def module_path(n: fx.Node) -> list[str]:
+    """The modules whose forward made ``n``, outermost first. The tracer's stack maps a call key to
+    (name, type) in recent torch, and the name itself to the type in older releases."""
+    return [str(v[0]) if isinstance(v, tuple) else str(k).split("@")[0]
+            for k, v in n.meta.get("nn_module_stack", {}).items()]
+
+
 def module_spans(nodes: list[fx.Node]) -> dict[str, tuple[int, int]]:
     """Each traced module's first and last node position (over all of its calls)."""
     spans: dict[str, tuple[int, int]] = {}
     for i, n in enumerate(nodes):
-        for path, _ in n.meta.get("nn_module_stack", {}).values():
+        for path in module_path(n):
             if path:
                 spans[path] = (spans[path][0], i) if path in spans else (i, i)
     return spans
@@ -249,7 +256,7 @@ def module_spans(nodes: list[fx.Node]) -> dict[str, tuple[int, int]]:
 def point_name(i: int, nodes: list[fx.Node], spans: dict[str, tuple[int, int]]) -> str:
     """The outermost module that ends at node ``i``; else ``module:node`` (``layer1.0:add``), the fx
     node inside the innermost module that holds it, or the bare node name at the top level."""
-    stack = [str(path) for path, _ in nodes[i].meta.get("nn_module_stack", {}).values() if path]
+    stack = [path for path in module_path(nodes[i]) if path]
     for path in stack:
         if spans[path][1] == i:
             return path

@@ -1,6 +1,6 @@
-"""Where a traced model may be cut, and which cut points an automatic split chooses from.
-
-Rules, all read off the traced graph (see :mod:`localearn.models.graph`):
+"""Where a traced model may be cut for supervised local learning (consecutive modules with their own
+losses: DGL, Belilovsky et al., ICML 2020; InfoPro, Wang et al., ICLR 2021), and which cut points an
+automatic split chooses from. Rules, all read off the traced graph (:mod:`localearn.models.graph`):
 
 - *valid* cut: exactly one tensor live across the boundary, right after the node that makes it,
   with work left after it. A named cut may use any valid one.
@@ -133,6 +133,15 @@ def describe_live(plan: Plan, b: int) -> str:
     """The modules (or fx nodes) whose outputs are live across boundary ``b``."""
     names = []
     for n in plan.live[b]:
-        stack = list(n.meta.get("nn_module_stack", {}).values())
-        names.append(str(stack[-1][0]) if stack else n.name)
+        stack = graph.module_path(n)
+        names.append(stack[-1] if stack else n.name)
     return ", ".join(dict.fromkeys(names))
+
+
+def nearest(plan: Plan, b: int) -> str:
+    """The valid cut points (module ends preferred) just before and just after position ``b``."""
+    named = [v for v, name in plan.valid.items() if ":" not in name and (not plan.head_start or v < plan.head_start)]
+    points = named or list(plan.valid)
+    near = [p for p in (max((v for v in points if v < b), default=None), min((v for v in points if v > b),
+                                                                             default=None)) if p is not None]
+    return ", ".join(repr(plan.valid[p]) for p in near) or "none (the model has no valid cut point)"
