@@ -35,7 +35,7 @@ class BlockCost:
     params: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Cut:
     """A model cut into blocks; ``blocks[i]`` runs on ``blocks[i-1]``'s output (the first on the input)
     and ``blocks[-1]`` ends with the model's own head, so chained they compute the model.
@@ -58,6 +58,9 @@ class Cut:
 
     def __len__(self) -> int:
         return len(self.blocks)
+
+    def __repr__(self) -> str:
+        return f"Cut({type(self.model).__name__} into {len(self)} blocks after {', '.join(self.points) or '-'})"
 
     def share(self, kind: str = "activations") -> tuple[float, ...]:
         """Each block's fraction of the model's total ``activations``, ``flops`` or ``params``."""
