@@ -13,23 +13,22 @@ on the reconstruction MSE, the forward network of Counter-Current Learning's aut
 (Kao & Hariharan, NeurIPS 2024, arXiv 2409.19841): the reference's conv autoencoder for a ``cnn:``
 spec, its MLP stand-in for an ``mlp:`` spec, built by the same code with the same initialisation
 (``init``) and activation, so a seed gives CCL's own forward maps. The released AE recipe's loss
-warm-up, gradient centralisation and gradient clip are options here too, so both arms of
-``benchmarks/bench_counter_current.py --parts ae`` are ordinary Trainer runs with one recipe.
+warm-up, gradient centralisation and gradient clip are options here too (run by the Trainer's update
+policy, :mod:`localearn.update`), so both arms of the autoencoder comparison are ordinary Trainer runs
+with one recipe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
-from localearn.learner import LocalLearner, OptimizerFactory
+from localearn.learner import LocalLearner
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
@@ -52,7 +51,10 @@ class BackpropNetwork(LocalLayer):
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
-        return float(ctx.get("loss_scale", 1.0)) * F.cross_entropy(h, ctx.y)
+        return F.cross_entropy(h, ctx.y)
+
+    def scores(self, h: Tensor, ctx: Context) -> Tensor:
+        return h
 
 
 class BackpropAutoencoder(LocalLayer):
@@ -67,7 +69,7 @@ class BackpropAutoencoder(LocalLayer):
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         target = ctx["target"]
-        return float(ctx.get("loss_scale", 1.0)) * F.mse_loss(h.view_as(target), target)
+        return F.mse_loss(h.view_as(target), target)
 
 
 def ccl_forward_maps(arch: ArchSpec, input_shape: tuple[int, ...], num_classes: int, init: str) -> list[nn.Module]:
@@ -120,22 +122,19 @@ class Backprop(LocalLearner):
         "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-100 3x2000, original)",
                            lr=1.036e-4, weight_decay=9.11e-6),
     }
-    steps: Tensor
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
+        *args: Any,
         head_std: float = 0.01,
         task: str | None = None,
         init: str = "reference",
         grad_clip: float = 0.0,
         warmup_steps: int = 0,
         grad_centralization: bool = False,
+        **base: Any,
     ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         task = task or "classification"
         if task not in TASKS:
             raise ConfigError(f"backprop trains task {' or '.join(TASKS)}, not {task!r}")
@@ -145,49 +144,18 @@ class Backprop(LocalLearner):
             if not value >= 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
         self.task = task
-        self.grad_clip, self.warmup_steps = float(grad_clip), int(warmup_steps)
-        self.grad_centralization = bool(grad_centralization)
-        if self.warmup_steps > 0:  # a buffer, so the warm-up resumes where a checkpoint left it
-            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # The Trainer's update policy (localearn.update) runs the clip, the loss warm-up and centralisation.
+        self.update_defaults = {"grad_clip": float(grad_clip), "loss_warmup_steps": int(warmup_steps),
+                                "grad_centralization": bool(grad_centralization)}
         if task == "autoencoder":
             self.add_layer(BackpropAutoencoder(ccl_forward_maps(self.arch, self.input_shape, self.num_classes, init)))
         else:
             blocks, shapes = build_trunk(self.arch, self.input_shape)
             self.add_layer(BackpropNetwork(blocks, flat_dim(shapes[-1]), self.num_classes, head_std))
 
-    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
-        opts = super().configure_optimizers(factory)
-        if self.grad_clip > 0 or self.grad_centralization:  # applied before every step
-            for opt in opts:
-                opt.register_step_pre_hook(self._before_step)
-        return opts
-
-    def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        if self.grad_centralization:
-            from localearn.algorithms.counter_current.clip import centralize_gradients
-
-            centralize_gradients(p.grad for p in params)
-        if self.grad_clip > 0 and params:
-            nn.utils.clip_grad_norm_(params, self.grad_clip)
-
     def make_context(self, batch: Any) -> Context:
         x, y = self.split_batch(batch)
-        extras: dict[str, Any] = {"target": x} if self.task == "autoencoder" else {}
-        if self.warmup_steps > 0 and int(self.steps) < self.warmup_steps:
-            extras["loss_scale"] = (int(self.steps) + 1) / self.warmup_steps  # CCL's loss warm-up
-        return Context(y=y, num_classes=self.num_classes, extras=extras)
-
-    def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
-        logs = super().train_step(batch, stage)
-        if self.warmup_steps > 0:
-            self.steps += 1
-        return logs
-
-    def predict(self, x: Tensor) -> Tensor:
-        if self.task == "autoencoder":
-            raise ConfigError("the backprop autoencoder has no class scores; use reconstruct(x)")
-        return self.layers[0](x)
+        return Context(y=y, num_classes=self.num_classes, extras={"target": x} if self.task == "autoencoder" else {})
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The autoencoder's reconstruction of ``x``, shaped like ``x``."""

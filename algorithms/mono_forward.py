@@ -21,21 +21,19 @@ bound 1/√fan_in (Beyond-BP). For ``cnn:`` specs each block is the shared conv 
 backprop twin identical and is a documented deviation.
 """
 
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
-import torch.nn.functional as F
-from localearn.kernels.mono_forward_layer import mono_forward_layer, mono_forward_layer_ref
 from torch import Tensor, nn
 
 from localearn import kernels
-from localearn.arch import ArchSpec, build_trunk, flat_dim
-from localearn.distributed.pipelined import Pipelined
+from localearn.arch import build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
-from localearn.learner import Stage
+from localearn.learner import LocalLearner, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
@@ -43,15 +41,13 @@ from localearn.registry import register_algorithm
 class MonoForwardLayer(LocalLayer):
     """A trunk block plus its projection ``M_i`` (C × D_i, no bias) and CE on ``G_i``.
 
-    An MLP block (``[Flatten →] Linear → ReLU``) steps through the fused op
-    ``localearn.kernels.mono_forward_layer`` (``fused``; the trainer's ``kernels``/``compile``
-    options choose its implementation, ``kernel_used`` records it); conv blocks and the raw-input
-    head use the plain ``forward`` + ``local_loss``.
+    An MLP block (``[Flatten →] Linear → ReLU``) steps through the fused op ``mono_forward_layer``
+    (:attr:`fused_op`; the trainer's ``kernels``/``compile`` options choose its implementation); a
+    conv block, a user block or the raw-input head ends in the projection-head op
+    ``linear_cross_entropy``.
     """
 
-    kernel_impl = "auto"
-    kernel_compile = False
-    kernel_used: str | None = None
+    fused_op = "mono_forward_layer"
 
     def __init__(self, body: nn.Module, feat_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -74,24 +70,25 @@ class MonoForwardLayer(LocalLayer):
         """``G_i = a_i M_iᵀ``, the layer's class scores."""
         return self.proj(h.flatten(1))
 
-    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
-        assert ctx.y is not None
-        return F.cross_entropy(self.goodness(h), ctx.y)
+    def scores(self, h: Tensor, ctx: Context) -> Tensor:
+        return self.goodness(h)
 
-    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
-        if self.linear is None:
-            return super().forward_loss(x, ctx)
-        assert ctx.y is not None
-        w, b = self.linear.weight, self.linear.bias
-        impl = kernels.layer_impl(self, "mono_forward_layer", x.flatten(1), w)
-        m = self.proj.weight
-        if impl == "compile":
-            return cast(tuple[Tensor, Tensor], kernels.compiled(mono_forward_layer_ref)(x, w, b, m, ctx.y))
-        return mono_forward_layer(x, w, b, m, ctx.y, impl=impl)
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        flat, w = h.flatten(1), self.proj.weight
+        op = kernels.implementation("linear_cross_entropy", kernels.choose(self, "linear_cross_entropy", flat, w))
+        return cast(Tensor, op(flat, w, ctx.y))
+
+    def fused_weight(self) -> Tensor | None:
+        linear = self.linear
+        return None if linear is None else linear.weight
+
+    def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        linear = cast(nn.Linear, self.linear)
+        return cast(tuple[Tensor, Tensor], op(x, linear.weight, linear.bias, self.proj.weight, ctx.y))
 
 
 @register_algorithm
-class MonoForward(Pipelined):
+class MonoForward(LocalLearner):
     """Mono-Forward (see the module docstring).
 
     Args:
@@ -120,63 +117,22 @@ class MonoForward(Pipelined):
         "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-100, original)", lr=1.728e-4),
     }
 
-    def __init__(
-        self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
-        prediction: str = "last",
-        input_head: bool = False,
-    ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+    def __init__(self, *args: Any, prediction: str = "last", input_head: bool = False, **base: Any) -> None:
+        super().__init__(*args, **base)
         if prediction not in ("last", "sum"):
             raise ConfigError(f"prediction must be 'last' or 'sum', got {prediction!r}")
         self.prediction = prediction
         self.input_head = bool(input_head)
         blocks, shapes = build_trunk(self.arch, self.input_shape)
         if self.input_head:
-            self.add_layer(MonoForwardLayer(nn.Identity(), flat_dim(self.input_shape), num_classes))
+            self.add_layer(MonoForwardLayer(nn.Identity(), flat_dim(self.input_shape), self.num_classes))
         for block, shape in zip(blocks, shapes, strict=True):
             self.add_layer(MonoForwardLayer(block, flat_dim(shape), self.num_classes))
 
-    @property
-    def _mf_layers(self) -> list[MonoForwardLayer]:
-        return cast(list[MonoForwardLayer], list(self.layers))
-
-    def _all_goodness(self, x: Tensor) -> list[Tensor]:
-        out, h = [], x
-        for layer in self._mf_layers:
-            h = layer(h)
-            out.append(layer.goodness(h))
-        return out[1:] if self.input_head else out
-
-    def predict(self, x: Tensor) -> Tensor:
-        g = self._all_goodness(x)
-        return g[-1] if self.prediction == "last" else sum(g[1:], g[0])
-
-    def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
-        if len(stage.layers) > 1:  # joint: the whole network's prediction
-            return self.predict(x)
-        h = x
-        for i in range(stage.layers[0] + 1):
-            h = self.layers[i](h)
-        return self._mf_layers[stage.layers[0]].goodness(h)
-
-    # --------------------------------------------------------- pipeline (localearn.distributed)
-    # A layer needs its input and the labels, nothing from later layers: the default chain.
-    def pipeline_score(self, p: int, h: Tensor, ctx: Context, stage: Stage | None) -> Tensor:
-        """Layer p's class scores ``G_p`` from its output."""
-        return self._mf_layers[p].goodness(h)
-
-    def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
-        """The layers whose ``G_i`` sum to the scores of ``stage`` (None: the prediction)."""
+    def votes(self, stage: Stage | None) -> tuple[int, ...]:
+        """A greedy unit: its layer's ``G_i``; else ``G_L`` (``last``) or every trunk layer's ``G_i``
+        summed (``sum``). The raw-input head never votes (its position has scores, reported per layer)."""
         if stage is not None and len(stage.layers) == 1:
             return stage.layers
         n = len(self.layers)
         return (n - 1,) if self.prediction == "last" else tuple(range(int(self.input_head), n))
-
-    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
-        names = [layer.layer_name for layer in self._mf_layers]
-        names = names[1:] if self.input_head else names
-        return dict(zip(names, self._all_goodness(x), strict=True))

@@ -13,6 +13,8 @@ Ops: ``linear_cross_entropy`` (projection head), ``ff_layer`` (Forward-Forward l
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 from typing import Any
@@ -64,18 +66,34 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
 
 
 # --------------------------------------------------------------------------- layer policy
-# The trainer's ``kernels`` and ``compile`` options reach every layer through ``configure_layers``:
-# a layer with a fused op (``fused = True``) keeps the choice in ``kernel_impl``/``kernel_compile``
-# and asks ``layer_impl`` at each step; any other local layer gets its ``forward_loss`` wrapped by
-# ``torch.compile`` when ``compile`` is on. ``kernel_used`` is what run.json reports per layer.
+# One function decides each layer's implementation. A layer declares its fused op
+# (``LocalLayer.fused_op``, a key of FUSED_OPS); the trainer's ``kernels``/``compile`` options reach
+# it through ``configure_layers``; the base ``LocalLayer.forward_loss`` asks ``dispatch`` for the
+# implementation and calls the layer's ``fused_forward_loss`` with it. Heads that end in a linear
+# map and a cross-entropy (CaFo's predictors, Mono-Forward's projection over a conv block) ask
+# ``choose`` for ``linear_cross_entropy``. Precedence, first match wins:
+#   1. LOCALEARN_KERNELS=torch|triton forces that implementation of every fused op;
+#   2. --kernels triton (explicit; excludes --compile);
+#   3. --compile: the op's torch reference through torch.compile;
+#   4. --kernels torch: the eager reference;
+#   5. auto: Triton on CUDA for the shapes DEFAULT_ON lists, the eager reference otherwise.
+# ``kernel_used`` is what run.json reports per layer.
+
+# op name -> (module, reference function, public op)
+FUSED_OPS: dict[str, tuple[str, str, str]] = {
+    "ff_layer": ("localearn.kernels.ff_layer", "ff_layer_ref", "ff_layer"),
+    "mono_forward_layer": ("localearn.kernels.mono_forward_layer", "mono_forward_layer_ref", "mono_forward_layer"),
+    "linear_cross_entropy": ("localearn.kernels.linear_cross_entropy", "linear_cross_entropy_ref",
+                             "linear_cross_entropy"),
+}
 
 _COMPILED: dict[Any, Any] = {}
 
-# Where a layer's ``auto`` turns its Triton op on: per op, (dtype, min rows, min width) entries
-# taken from a committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning
-# (DESIGN.md: on by default only where it wins). No GPU benchmark has been taken yet, so none:
-# ``auto`` runs the torch reference for every layer until one is.
-DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {"ff_layer": [], "mono_forward_layer": []}
+# Where ``auto`` turns a Triton op on: per op, (dtype, min rows, min width) entries taken from a
+# committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning (DESIGN.md: on by
+# default only where it wins). No GPU benchmark has been taken yet, so none: ``auto`` runs the
+# torch reference for every layer until one is.
+DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {op: [] for op in FUSED_OPS}
 
 
 def check_policy(kernels: str, compile: bool) -> None:
@@ -87,41 +105,59 @@ def check_policy(kernels: str, compile: bool) -> None:
 
 
 def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bool = False) -> None:
-    """Apply the kernel policy to every local layer inside ``module`` (see the comment above)."""
-    from localearn.layer import LocalLayer
-
+    """Give every local layer inside ``module`` the run's kernel options. A layer without a fused
+    op gets its ``forward_loss`` compiled when ``compile`` is on (its backward is compiled with it)."""
     check_policy(kernels, compile)
     for layer in module.modules():
-        if not isinstance(layer, LocalLayer):
+        if not hasattr(layer, "fused_op"):  # not a LocalLayer
             continue
-        if getattr(layer, "fused", False):
-            layer.kernel_impl, layer.kernel_compile = kernels, compile  # type: ignore[assignment]
-        elif compile and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
-            layer.forward_loss = torch.compile(layer.forward_loss)  # type: ignore[method-assign]
-            layer.kernel_used = "compile"  # type: ignore[assignment]
+        layer.kernel_impl, layer.kernel_compile = kernels, compile  # type: ignore[assignment]
+        if layer.fused_op is None and compile and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
+            layer.forward_loss = torch.compile(layer.forward_loss)
+            layer.kernel_used = "compile"
 
 
-def layer_impl(layer: torch.nn.Module, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:
-    """``compile``, ``torch`` or ``triton`` for a fused layer's ``op`` on input ``x`` (rows × K) and
-    ``weight`` (width × K); recorded in ``layer.kernel_used``. ``LOCALEARN_KERNELS=triton`` wins over
-    ``compile``, ``compile`` over ``auto``; ``auto`` picks Triton only on a CUDA shape that
-    ``DEFAULT_ON`` lists."""
+def choose(layer: Any, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:
+    """``compile``, ``torch`` or ``triton`` for ``layer``'s ``op`` on input ``x`` (rows x K) and
+    ``weight`` (width x K), by the precedence above; recorded in ``layer.kernel_used``."""
     forced = os.environ.get("LOCALEARN_KERNELS", "").strip().lower()
     impl = getattr(layer, "kernel_impl", "auto")
-    if getattr(layer, "kernel_compile", False) and forced != "triton":
+    if forced:
+        choice = resolve_impl(forced, x, weight)
+    elif impl == "triton":
+        choice = resolve_impl("triton", x, weight)
+    elif getattr(layer, "kernel_compile", False):
         choice = "compile"
+    elif impl == "torch":
+        choice = "torch"
     else:
-        choice = resolve_impl(impl, x, weight)
-        if choice == "triton" and impl == "auto" and not forced and not any(
-                x.dtype == dt and x.shape[0] >= rows and weight.shape[0] >= width
-                for dt, rows, width in DEFAULT_ON.get(op, [])):
-            choice = "torch"
-    layer.kernel_used = choice  # type: ignore[assignment]
+        rows = x.reshape(-1, x.shape[-1]).shape[0] if x.dim() else 0
+        wins = any(x.dtype == dt and rows >= r and weight.shape[0] >= w for dt, r, w in DEFAULT_ON.get(op, []))
+        choice = "triton" if wins and resolve_impl("auto", x, weight) == "triton" else "torch"
+    layer.kernel_used = choice
     return choice
 
 
-def compiled(fn: Any) -> Any:
-    """``torch.compile(fn)``, built once per function (Inductor: Triton on CUDA, C++ on CPU)."""
-    if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn)
-    return _COMPILED[fn]
+def implementation(op: str, impl: str) -> Any:
+    """The callable that runs ``op`` as ``impl``: the compiled reference (built once), or the
+    public op with ``impl`` bound."""
+    module_name, ref_name, op_name = FUSED_OPS[op]
+    module = importlib.import_module(module_name)
+    if impl == "compile":
+        ref = getattr(module, ref_name)
+        if ref not in _COMPILED:  # Inductor: Triton on CUDA, C++ on CPU
+            _COMPILED[ref] = torch.compile(ref)
+        return _COMPILED[ref]
+    return functools.partial(getattr(module, op_name), impl=impl)
+
+
+def dispatch(layer: Any, x: torch.Tensor) -> Any:
+    """The implementation of ``layer``'s fused op for input ``x``, or None when the layer declares
+    none or this instance cannot use it (``fused_weight()`` is None)."""
+    op = getattr(layer, "fused_op", None)
+    if op is None:
+        return None
+    weight = layer.fused_weight()
+    if weight is None:
+        return None
+    return implementation(op, choose(layer, op, x.flatten(1) if x.dim() > 2 else x, weight))

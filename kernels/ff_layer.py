@@ -50,7 +50,7 @@ def ff_layer_ref(x: Tensor, weight: Tensor, bias: Tensor | None, is_positive: Te
     z = F.linear(xh, weight, bias)
     # Straight-through: the forward value is exactly relu(z) (z + (−z) = 0), the derivative is 1.
     h = z + (z.clamp(min=0) - z).detach() if straight_through else F.relu(z)
-    sq = h.pow(2)
+    sq = h.float().pow(2)  # goodness sums D values near θ = D: reduced in fp32 under bf16/fp16 autocast
     g = sq.sum(dim=1) if goodness == "sum" else sq.mean(dim=1)
     logits = g - theta
     if gamma is not None:
@@ -58,7 +58,7 @@ def ff_layer_ref(x: Tensor, weight: Tensor, bias: Tensor | None, is_positive: Te
     loss = F.binary_cross_entropy_with_logits(logits, is_positive.to(logits.dtype))
     new_mean = None
     if peer_norm > 0 and running_mean is not None:
-        r = running_mean.detach() * peer_momentum + h[is_positive].mean(dim=0) * (1.0 - peer_momentum)
+        r = running_mean.detach() * peer_momentum + h[is_positive].float().mean(dim=0) * (1.0 - peer_momentum)
         loss = loss + peer_norm * (r.mean() - r).pow(2).mean()
         new_mean = r.detach()
     return h, loss, new_mean

@@ -1,4 +1,4 @@
-"""Callbacks shipped with localearn: Optuna pruning.
+"""The Trainer's callback hooks, and the callback shipped with localearn: Optuna pruning.
 
 STUDY_PROTOCOL.md Rule 4: a pruner, if one is used, must see a step axis comparable across arms:
 validation of the *whole model* at matched data passes, never a stage's local metric. So this
@@ -8,10 +8,29 @@ callback evaluates ``predict()`` on the validation split after every epoch (mete
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localearn.learner import Stage
-from localearn.trainer import Callback, Trainer
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from localearn.trainer import Trainer
+
+
+class Callback:
+    """Hooks into the Trainer's loop; override what you need. ``on_batch_end`` receives the step's
+    losses as device tensors (reading one on the host costs a device sync per step)."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, stage: Stage, epoch: int) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer, stage: Stage, logs: dict[str, Tensor]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, stage: Stage, record: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
 
 
 class OptunaPruning(Callback):

@@ -7,7 +7,7 @@ options live with the learner. ``localearn.trainer`` re-exports both names.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 
 from localearn.errors import ConfigError
 from localearn.learner import OptimizerFactory
+from localearn.update import UpdatePolicy
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -50,6 +51,16 @@ class TrainConfig:
             average each layer's gradient, as ``ddp`` does (world size = replicas x pipeline ranks).
         pipeline_depth: training messages in flight per pipeline link (bounded send buffers).
         dist_timeout: seconds a collective or receive may wait for a peer before the job fails.
+        precision: ``fp32`` | ``bf16`` | ``fp16``: autocast of every local step and evaluation
+            (parameters and optimizer state stay fp32; fp16 scales each layer's loss on its own).
+        grad_clip, clip_scope, grad_centralization, loss_warmup_steps, lr_warmup_steps,
+            lr_schedule: the update policy (:mod:`localearn.update`); None takes the learner's
+            declaration (``learner.update_defaults``), else off / ``layer`` / ``constant``.
+        log_every: steps between log points, where losses accumulated on the device are read
+            (progress bar, divergence check); the epoch's end is always one.
+        data_on_device: ``auto`` | ``on`` | ``off``: hold an in-memory dataset on the device and
+            shuffle it there (``auto``: on CUDA when it takes under a quarter of free memory).
+        cuda_graphs: with ``compile``, capture each compiled step in a CUDA graph (static shapes).
     """
 
     epochs: int = 20
@@ -76,6 +87,16 @@ class TrainConfig:
     replicas: int = 1
     pipeline_depth: int = 2
     dist_timeout: float = 120.0
+    precision: str = "fp32"
+    grad_clip: float | None = None
+    clip_scope: str | None = None
+    grad_centralization: bool | None = None
+    loss_warmup_steps: int | None = None
+    lr_warmup_steps: int | None = None
+    lr_schedule: str | None = None
+    log_every: int = 50
+    data_on_device: str = "auto"
+    cuda_graphs: bool = False
 
     def validate(self) -> None:
         """Reject nonsense with one clear message."""
@@ -101,8 +122,23 @@ class TrainConfig:
             raise ConfigError(f"pipeline_depth must be a positive integer, got {self.pipeline_depth}")
         if not (self.dist_timeout > 0 and math.isfinite(self.dist_timeout)):
             raise ConfigError(f"dist_timeout must be a positive number of seconds, got {self.dist_timeout}")
+        if int(self.log_every) < 1:
+            raise ConfigError(f"log_every must be a positive integer, got {self.log_every}")
+        if self.data_on_device not in ("auto", "on", "off"):
+            raise ConfigError(f"data_on_device must be auto, on or off, got {self.data_on_device!r}")
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError("cuda_graphs captures compiled steps: use it with compile")
+        self.policy({})  # the update policy's own checks (precision, clip scope, schedule, ...)
         if self.stop_metric not in (None, "val_loss", "val_acc"):
             raise ConfigError(f"stop_metric must be val_loss or val_acc, got {self.stop_metric!r}")
+
+
+    def policy(self, declared: Mapping[str, Any]) -> UpdatePolicy:
+        """The update policy: these options, else the learner's ``declared`` defaults, else off."""
+        keys = ("grad_clip", "clip_scope", "grad_centralization", "loss_warmup_steps", "lr_warmup_steps",
+                "lr_schedule")
+        chosen = {k: getattr(self, k) if getattr(self, k) is not None else declared.get(k) for k in keys}
+        return UpdatePolicy(precision=self.precision, **{k: v for k, v in chosen.items() if v is not None})
 
 
 def make_optimizer_factory(name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> OptimizerFactory:

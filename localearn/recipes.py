@@ -23,7 +23,9 @@ from typing import Any
 from localearn.errors import ConfigError
 
 # The TrainConfig fields a recipe may set, in the order they are printed.
-TRAIN_KEYS = ("epochs", "patience", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "stop_metric")
+TRAIN_KEYS = ("epochs", "patience", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "stop_metric",
+              "grad_clip", "clip_scope", "grad_centralization", "loss_warmup_steps", "lr_warmup_steps",
+              "lr_schedule")
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def check_recipes(algo: str) -> None:
     from localearn.utils import keyword_defaults
 
     cls = get_algorithm(algo)
-    options = set(keyword_defaults(cls.__init__, skip=("input_shape", "num_classes")) or {})
+    options = set(keyword_defaults(cls, skip=("input_shape", "num_classes")) or {})
     for key, rec in (getattr(cls, "recipes", {}) or {}).items():
         bad = sorted(set(rec.values) - set(TRAIN_KEYS) - options)
         if bad:

@@ -28,7 +28,7 @@ _LEARNER_SKIP = ("input_shape", "num_classes")
 def check_options(algo: str, options: dict[str, Any]) -> None:
     """Reject learner options the learner does not take (listing the ones it does) or mistyped."""
     cls = get_algorithm(algo)
-    check_kwargs(cls.__init__, options, cls.name, skip=_LEARNER_SKIP)
+    check_kwargs(cls, options, cls.name, skip=_LEARNER_SKIP)
 
 
 def check_task(algo: str, task: str) -> None:
@@ -37,15 +37,15 @@ def check_task(algo: str, task: str) -> None:
     from localearn.tasks import get_task
 
     get_task(task)
-    if "task" not in (keyword_defaults(get_algorithm(algo).__init__) or {}):
-        able = [n for n in list_algorithms() if "task" in (keyword_defaults(get_algorithm(n).__init__) or {})]
+    if "task" not in (keyword_defaults(get_algorithm(algo)) or {}):
+        able = [n for n in list_algorithms() if "task" in (keyword_defaults(get_algorithm(n)) or {})]
         raise ConfigError(f"{algo} trains only the classification task; --task {task} needs one of: "
                           f"{', '.join(able)}")
 
 
 def resolved_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
     """The learner's constructor defaults overlaid with ``options``: what the run really used."""
-    defaults = keyword_defaults(get_algorithm(algo).__init__, skip=_LEARNER_SKIP) or {}
+    defaults = keyword_defaults(get_algorithm(algo), skip=_LEARNER_SKIP) or {}
     out = {n: d for n, d in defaults.items() if d is not inspect.Parameter.empty}
     out.update(options)
     return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list, dict)) else v)

@@ -45,19 +45,22 @@ class Task:
             y = torch.cat([t for _, t in parts]).float()
             return {"loss": float(F.binary_cross_entropy(p.clamp(1e-7, 1 - 1e-7), y)),
                     "roc_auc": _roc_auc(p, y), "samples": int(y.numel())}
-        total, metric_sum, loss_sum = 0, 0.0, 0.0
+        totals = torch.zeros(3, dtype=torch.float64, device=device)
         for batch in data.eval_batches(split, batch_size):
             scores, y = learner.evaluate_batch(to_device(batch, device), stage)
-            n = int(y.shape[0])
-            if self.name == "autoencoder":
-                mse = float(F.mse_loss(scores.float(), y.float()))
-                loss_sum += mse * n
-                metric_sum += mse * n
-            else:
-                loss_sum += float(F.cross_entropy(scores.float(), y)) * n
-                metric_sum += int((scores.argmax(1) == y).sum())
-            total += n
-        return {"loss": loss_sum / max(total, 1), self.metric: metric_sum / max(total, 1), "samples": total}
+            totals += self.batch_totals(scores, y)
+        loss_sum, metric_sum, total = totals.tolist()  # one read per evaluation, not per batch
+        return {"loss": loss_sum / max(total, 1), self.metric: metric_sum / max(total, 1), "samples": int(total)}
+
+    def batch_totals(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[loss sum, metric sum, rows]`` of one batch on the device (classification: CE and
+        correct rows; autoencoder: MSE per row, twice); the pipeline's last rank uses it too."""
+        n = y.shape[0]
+        if self.name == "autoencoder":
+            mse = F.mse_loss(scores.float(), y.float()).double() * n
+            return torch.stack([mse, mse, mse.new_tensor(float(n))])
+        ce = F.cross_entropy(scores.float(), y).double() * n  # the mean in fp32, as a sum in fp64
+        return torch.stack([ce, (scores.argmax(1) == y).sum().double(), ce.new_tensor(float(n))])
 
 
 def _roc_auc(p: torch.Tensor, y: torch.Tensor) -> float:
@@ -75,6 +78,12 @@ TASKS = {
 }
 
 
+def evaluate(learner: Any, data: Any, split: str, batch_size: int, device: torch.device,
+             stage: Any = None) -> dict[str, float]:
+    """Loss, the task's metric and sample count on ``split`` (the Trainer and ``localearn eval``)."""
+    return get_task(learner.task).evaluate(learner, data, split, batch_size, device, stage)
+
+
 def get_task(name: str) -> Task:
     """The task called ``name``; a ConfigError lists the valid ones."""
     if name not in TASKS:
@@ -89,13 +98,12 @@ def layer_accuracies(learner: Any, data: Any, split: str, batch_size: int, devic
     correct: dict[str, int] = {}
     total = 0
     for batch in data.eval_batches(split, batch_size):
-        x, y = learner.split_batch(to_device(batch, device))
+        batch = to_device(batch, device)
+        x, y = learner.split_batch(batch)
         per_layer = learner.layer_scores(x)
         if not per_layer:
             return {}
-        for name, scores in per_layer.items():
-            if scores.shape[0] != y.shape[0]:  # graph learners score every node
-                break
-            correct[name] = correct.get(name, 0) + int((scores.argmax(1) == y).sum())
+        for name, scores in per_layer.items():  # graph learners score every node: select the split's
+            correct[name] = correct.get(name, 0) + int((learner.select(scores, batch).argmax(1) == y).sum())
         total += len(y)
     return {name: c / max(total, 1) for name, c in correct.items()}

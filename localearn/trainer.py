@@ -27,45 +27,26 @@ import torch
 from tqdm.auto import tqdm
 
 from localearn import outcome, snapshot
+from localearn.callbacks import Callback
 from localearn.checkpoint import RUN_NAME, write_json
 from localearn.config import OPTIMIZERS, TrainConfig, make_optimizer_factory, resolve_optimizer
 from localearn.data.adapters import as_bundle
-from localearn.data.base import DataBundle
+from localearn.data.base import DataBundle, place_data
 from localearn.distributed import make_parallel
 from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.kernels import configure_layers
+from localearn.layer import LocalLayer
 from localearn.learner import LocalLearner, Stage
+from localearn.losslog import LossLog
 from localearn.measure import PhaseMeter, Probe, SavedTensorMeter
 from localearn.record import run_record
 from localearn.snapshot import TrainState
-from localearn.tasks import get_task, layer_accuracies
+from localearn.tasks import evaluate, get_task, layer_accuracies
 from localearn.utils import derive_seed, resolve_device, to_device
-
-__all__ = ["OPTIMIZERS", "Callback", "TrainConfig", "Trainer", "evaluate", "make_optimizer_factory"]
 from localearn.windows import metered_steps
 
-
-def evaluate(
-    learner: LocalLearner, data: DataBundle, split: str, batch_size: int, device: torch.device,
-    stage: Stage | None = None,
-) -> dict[str, float]:
-    """Loss, the task's metric and sample count on ``split`` (the trainer and ``localearn eval``)."""
-    return get_task(learner.task).evaluate(learner, data, split, batch_size, device, stage)
-
-
-class Callback:
-    """Hooks into the loop; override what you need."""
-
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-
-    def on_epoch_start(self, trainer: Trainer, stage: Stage, epoch: int) -> None: ...
-
-    def on_batch_end(self, trainer: Trainer, stage: Stage, logs: dict[str, float]) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, stage: Stage, record: dict[str, Any]) -> None: ...
-
-    def on_fit_end(self, trainer: Trainer, result: dict[str, Any]) -> None: ...
+__all__ = ["OPTIMIZERS", "Callback", "TrainConfig", "Trainer", "evaluate", "make_optimizer_factory"]
 
 
 class Trainer:
@@ -100,12 +81,14 @@ class Trainer:
                 f"but dataset {data.name!r} is {data.kind} data"
             )
         self.task = get_task(learner.task)
+        refusal = learner.precision_refusal.get(self.config.precision)
+        if refusal:
+            raise ConfigError(f"{learner.name} cannot train at precision {self.config.precision}: {refusal}")
         # One process, or this rank of a torchrun job (localearn.distributed: pipeline or DDP).
         self.par, self.device = make_parallel(self.config, resolve_device(self.config.device))
         self.config.progress = self.config.progress and self.par.is_main
         self.learner = learner.to(self.device)
-        configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
-        self.data = data
+        self.data = place_data(data, self.device, self.config.data_on_device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = list(callbacks)
         self.meter = PhaseMeter(self.device, list(probes))
@@ -113,6 +96,9 @@ class Trainer:
         self.stop_metric = self.config.stop_metric or learner.stop_metric
         self.optim_settings, factory = resolve_optimizer(self.config, learner.default_optimizer)
         self.optimizers = learner.configure_optimizers(factory)
+        # The update policy (precision, clipping, warm-ups, schedules) is the Trainer's: every layer steps under it.
+        self.policy = self.config.policy(learner.update_defaults).attach(learner)
+        configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
         self.stages = learner.stages()
         self.par.setup(self)  # a pipeline rank drops other ranks' layers; DDP hooks gradients
         if self.config.prefix_cache_gb > 0:
@@ -127,10 +113,11 @@ class Trainer:
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:
         """Loss and the task's metric on ``split`` of the whole model (``stage=None``) or a unit."""
-        through = self.par.evaluate(self, split, stage)  # a pipeline scores through its ranks
-        if through is not None:
-            return through
-        return self.task.evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
+        with self.policy.autocast(self.device):
+            through = self.par.evaluate(self, split, stage)  # a pipeline scores through its ranks
+            if through is not None:
+                return through
+            return self.task.evaluate(self.learner, self.data, split, 2 * self.config.batch_size, self.device, stage)
 
     def evaluate_layers(self, split: str) -> dict[str, float]:
         """Each layer's own accuracy, for learners that expose per-layer scores (one process)."""
@@ -150,30 +137,44 @@ class Trainer:
         return value < best - self.config.min_delta
 
     def _train_epoch(self, stage: Stage, bar: Any) -> float:
-        """One pass of the unit over the training set; returns the mean training loss."""
+        """One pass of the unit over the training set; returns the mean training loss. Losses stay
+        on the device (:class:`LossLog`) and are read every ``log_every`` steps and at the end."""
         cfg, st = self.config, self.state
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "order", st.global_epoch))
         torch.manual_seed(derive_seed(cfg.seed, "draws", st.global_epoch))  # negatives, noise
         layers = [self.learner.local_layers[i] for i in stage.layers]
         epoch = st.epoch_in_stage + 1
-        losses: list[float] = []
+        log = LossLog()
         saved = self.saved if cfg.measure_memory else contextlib.nullcontext()  # tuning trials skip the hooks
         mine = self.par.batches(self.data.train_batches(cfg.batch_size, gen), stage)  # a rank's share
         with metered_steps(mine, self.meter, saved, lambda: st.steps, cfg.warmup_steps, self.device) as batches:
             for batch in batches:
                 logs = self.par.step(self.learner, to_device(batch, self.device), stage)
+                self.policy.finish_step()  # a network-wide clip's parked steps; the step counter
+                if self.policy.in_lr_warmup() or self.policy.step == self.policy.lr_warmup_steps:
+                    self.policy.set_lr(self.optimizers)
                 st.steps += 1
                 st.samples += _batch_size(batch)
-                # train_step returns Python floats, so this check costs no device sync.
-                self.par.check(outcome.check_step, logs, layers, stage.name, epoch, st.steps)
-                losses.append(logs["loss"])
+                log.add(logs)
                 bar.update(1)
                 for cb in self.callbacks:
                     cb.on_batch_end(self, stage, logs)
+                if log.window_steps >= cfg.log_every:
+                    self._log_point(log, layers, stage, epoch, bar)
                 self.interrupt.check()  # Ctrl-C lands here, between steps (outcome.StepInterrupt)
+            self._log_point(log, layers, stage, epoch, bar)
         self.par.check(outcome.check_parameters, layers, stage.name, epoch, st.steps)  # once per epoch
         self.par.end_epoch(self)
-        return sum(losses) / max(len(losses), 1)
+        return log.epoch_mean()
+
+    def _log_point(self, log: LossLog, layers: list[LocalLayer], stage: Stage, epoch: int, bar: Any) -> None:
+        """Read the losses accumulated since the last log point: progress bar, divergence check."""
+        if not log.window_steps:
+            return
+        means = log.read()
+        if self.config.progress and "loss" in means:
+            bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
+        self.par.check(outcome.check_step, means, layers, stage.name, epoch, self.state.steps)
 
     def _run_stage(self, stage: Stage) -> None:
         cfg, st = self.config, self.state
@@ -185,6 +186,7 @@ class Trainer:
         metric = self.task.metric
         while st.epoch_in_stage < cap:
             self.learner.start_epoch(stage, st.epoch_in_stage + 1, cap)
+            self.policy.start_epoch(self.optimizers, st.epoch_in_stage + 1, cap)  # the lr schedule
             for cb in self.callbacks:
                 cb.on_epoch_start(self, stage, st.epoch_in_stage + 1)
             desc = f"{stage.name} {st.epoch_in_stage + 1}/{cap}"
@@ -247,6 +249,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by this trainer and continue from its last epoch."""
         snapshot.restore(self, path)
+        self.policy.step = self.state.steps  # loss and lr warm-ups continue where they stopped
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:

@@ -16,12 +16,32 @@ from localearn.errors import ConfigError
 
 def keyword_defaults(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """``fn``'s keyword parameters and their defaults (``inspect.Parameter.empty`` when required);
-    None when ``fn`` takes ``**kwargs`` and so accepts anything."""
+    None when ``fn`` takes ``**kwargs`` and so accepts anything. A class stands for its constructor,
+    whose ``**kwargs`` are followed up the class's bases (a learner forwards the shared options)."""
+    if inspect.isclass(fn):
+        return _constructor_defaults(fn, skip)
     params = inspect.signature(fn).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return None
     return {n: p.default for n, p in params.items()
             if n not in ("self", *skip) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _constructor_defaults(cls: type, skip: tuple[str, ...]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass.__module__.startswith("torch."):  # nn.Module takes *args, **kwargs: the end
+            return out
+        params = inspect.signature(init).parameters
+        for n, p in params.items():
+            if n not in ("self", *skip) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(n, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return out
+    return None
 
 
 def _fits(value: Any, default: Any) -> bool:

@@ -8,6 +8,8 @@ bias, as official) trained by one of four losses.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -106,8 +108,9 @@ class CafoPredictor(LocalLayer):
             with torch.no_grad():
                 self.linear.weight.fill_(1.0 if loss == "ce_fullbatch" else 0.0)
         self.register_buffer("solved", torch.zeros((), dtype=torch.bool))  # mse: done for good
+        self._solved = False  # its host copy, so a step never reads the buffer back from the device
         self._reset_sums()
-        self.last_loss = float("nan")
+        self.last_loss = torch.tensor(float("nan"))
 
     def _reset_sums(self) -> None:
         self._n = 0
@@ -128,19 +131,25 @@ class CafoPredictor(LocalLayer):
         """Sums from a training pass wait to be turned into a weight update."""
         return self._n > 0
 
-    def fit_batch(self, h: Tensor, ctx: Context) -> float:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if prefix + "solved" in state_dict:  # once per load, not per step
+            self._solved = bool(state_dict[prefix + "solved"])
+
+    def fit_batch(self, h: Tensor, ctx: Context) -> Tensor:
         """One training batch on block features ``h``: a gradient step (ce, sparsemax) through
-        ``LocalLayer.train_step``, or the closed-form losses' sums; nothing once solved."""
-        if bool(self.solved):  # closed-form MSE is solved once; later epochs have nothing to do
+        ``LocalLayer.train_step``, or the closed-form losses' sums; nothing once solved. Returns
+        the batch loss as a device tensor."""
+        if self._solved:  # closed-form MSE is solved once; later epochs have nothing to do
             return self.last_loss
         if self.loss_name in GRADIENT_LOSSES:
-            self.last_loss = float(self.train_step(h, ctx)[1])
+            self.last_loss = self.train_step(h, ctx)[1]
             return self.last_loss
         assert ctx.y is not None
         return self.accumulate(h, ctx.y)
 
     @torch.no_grad()
-    def accumulate(self, h: Tensor, y: Tensor) -> float:
+    def accumulate(self, h: Tensor, y: Tensor) -> Tensor:
         """Add one batch to the pass's sums; returns the batch loss at the current W."""
         hh = h.flatten(1).double()
         yy = F.one_hot(y, self.num_classes).double()
@@ -155,7 +164,7 @@ class CafoPredictor(LocalLayer):
         if b is not None:
             self._b = b if self._b is None else self._b + b
         self._n += int(y.shape[0])
-        self.last_loss = float(loss)
+        self.last_loss = loss.detach().float()
         return self.last_loss
 
     @torch.no_grad()
@@ -170,6 +179,7 @@ class CafoPredictor(LocalLayer):
             x = solve_ridge(self._a, self._b, self.lam, self._n)
             w.copy_(x.t().to(w.dtype))
             self.solved.fill_(True)
+            self._solved = True
         else:
             grad = self._a.t() / self._n + self.lam * w.double()
             w.copy_((w.double() - self.fullbatch_lr * grad).to(w.dtype))

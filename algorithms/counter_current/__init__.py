@@ -26,10 +26,11 @@ without channels). It is an ordinary Trainer run (``localearn train --algo ccl -
 trainer's ``autoencoder`` task scores :meth:`CounterCurrent.reconstruct` by its MSE to the input, for
 validation (the stopping rule and best-state restore), the test metric and checkpoints.
 
-Gradient clipping is the reference's by default (``clip_scope="network"``, :mod:`.clip`): one norm over each
-whole network side, applied after pair-wise backward through parked gradients, so the updates equal the
-released ones exactly (tested); the shared coefficient couples the pairs, so this learner is not block-local
-(``coupling``). ``clip_scope="pair"`` clips each pair alone.
+Gradient clipping is the reference's by default (``clip_scope="network"``): one norm over each whole network
+side, applied after pair-wise backward through parked gradients (the Trainer's update policy,
+:mod:`localearn.update`, which also runs the loss warm-up and gradient centralisation), so the updates equal
+the released ones exactly (tested); the shared coefficient couples the pairs, so this learner is not
+block-local (``coupling``). ``clip_scope="pair"`` clips each pair alone.
 
 Deviations from the reference, all documented in the README section:
 
@@ -41,22 +42,21 @@ Deviations from the reference, all documented in the README section:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context
-from localearn.learner import LocalLearner, OptimizerFactory
+from localearn.learner import LocalLearner, OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist, log_uniform
+from localearn.update import centralize_gradients
 
 from .build import build_pairs
-from .clip import NetworkClip, centralize_gradients, warmup_scale
 from .losses import cosine_alignment_loss, dot_alignment_loss, reconstruction_pair_loss
 from .pairs import ACTIVATIONS, CounterCurrentPair
 
@@ -66,11 +66,11 @@ CLIP_SCOPES = ("network", "pair")
 CONVS = ("auto", "stride", "pool")
 
 __all__ = ["CounterCurrent", "CounterCurrentPair", "centralize_gradients", "cosine_alignment_loss",
-           "dot_alignment_loss", "reconstruction_pair_loss", "warmup_scale"]
+           "dot_alignment_loss", "reconstruction_pair_loss"]
 
 
 @register_algorithm
-class CounterCurrent(NetworkClip, LocalLearner):
+class CounterCurrent(LocalLearner):
     """Counter-Current Learning (see the module docstring).
 
     Args:
@@ -115,20 +115,12 @@ class CounterCurrent(NetworkClip, LocalLearner):
     recipes: ClassVar[dict[str, Recipe]] = {"images": recipe(  # the released MLP yaml (the default arch)
         "ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, 100 epochs)",
         optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, batch_size=256, epochs=100)}
-    steps: Tensor
-
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """CCL's plain SGD runs at lr 1.0 (the reference's MNIST setting): three decades up to 3."""
-        return {"lr": trial.suggest_float("lr", 3e-3, 3.0, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)}
+    # CCL's plain SGD runs at lr 1.0 (the reference's MNIST setting): three decades up to 3.
+    search: ClassVar[dict[str, Dist]] = {"lr": log_uniform(3e-3, 3.0)}
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
+        *args: Any,
         mode: str = "classifier",
         conv: str = "auto",
         s_c: float = 0.5,
@@ -142,8 +134,9 @@ class CounterCurrent(NetworkClip, LocalLearner):
         clip_scope: str = "network",
         act: str = "auto",
         task: str | None = None,
+        **base: Any,
     ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         if task is not None:  # the Trainer's task names the mode (``--task autoencoder``)
             wanted = {"classification": "classifier", "autoencoder": "autoencoder"}.get(task)
             if wanted is None:
@@ -189,11 +182,11 @@ class CounterCurrent(NetworkClip, LocalLearner):
         # Only the network-wide clip couples pairs: each pair's update is then scaled by a norm
         # taken over every pair's gradient (see the class attribute ``coupling``).
         self.block_local = clip_scope == "pair" or self.grad_clip == 0
-        self._parked: dict[torch.optim.Optimizer, list[tuple[str, Tensor, Tensor]]] = {}  # network clip
-        self._applying = False
-        self.warmup_steps, self.grad_centralization = int(warmup_steps), bool(grad_centralization)
         self.filter_target = bool(filter_target)
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # for the loss warm-up
+        # The Trainer's update policy (localearn.update) runs the clip, the warm-up and centralisation.
+        self.update_defaults = {"grad_clip": self.grad_clip, "clip_scope": "network" if clip_scope == "network"
+                                else "layer", "grad_centralization": bool(grad_centralization),
+                                "loss_warmup_steps": int(warmup_steps)}
         layers, self.conv = build_pairs(self.arch, self.input_shape, self.num_classes, ae, conv, s_c,
                                         s_ssl, init, act)
         for layer in layers:
@@ -207,7 +200,6 @@ class CounterCurrent(NetworkClip, LocalLearner):
             if isinstance(opt, torch.optim.SGD) and self.momentum is not None:
                 for group in opt.param_groups:
                     group["momentum"] = float(self.momentum)
-            opt.register_step_pre_hook(self._before_step)
             layer.optimizer = opt
         return self.optimizers()
 
@@ -242,16 +234,7 @@ class CounterCurrent(NetworkClip, LocalLearner):
                 with torch.no_grad():
                     p_true = self.predict(x).softmax(1).gather(1, y[:, None]).squeeze(1)
                 extras["mask"] = (p_true <= 0.9).to(x.dtype)  # reference: |p_y − 1| < 0.1 drops
-        if self.warmup_steps > 0 and int(self.steps) < self.warmup_steps:
-            extras["loss_scale"] = warmup_scale(int(self.steps), self.warmup_steps)
         return Context(y=y, num_classes=self.num_classes, extras=extras)
-
-    def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
-        logs = super().train_step(batch, stage)
-        if self._parked:
-            self._apply_parked()
-        self.steps += 1
-        return logs
 
     # ---------------------------------------------------------------------------- inference
     def _forward_all(self, x: Tensor) -> list[Tensor]:
@@ -269,31 +252,16 @@ class CounterCurrent(NetworkClip, LocalLearner):
             return self.reconstruct(x), x
         return super().evaluate_batch(batch, stage)
 
-    def predict(self, x: Tensor) -> Tensor:
-        if self.mode == "autoencoder":
-            raise ConfigError("autoencoder mode has no class scores; use reconstruct(x)")
-        return self._forward_all(x)[-1]
+    def eval_input(self, x: Any, stage: Stage | None = None) -> tuple[Any, Context]:
+        """``x``; in classifier mode the class prototypes ``b_l`` that the pairs' scores align with."""
+        fb = None if self.mode == "autoencoder" else self.feedback_signals(self.class_targets(x.device))
+        return x, Context(None, self.num_classes, {"feedback": fb, "cosine": self.arch.kind == "cnn"})
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The forward network's reconstruction of ``x`` (autoencoder mode), shaped like ``x``."""
         if self.mode != "autoencoder":
             raise ConfigError("reconstruct() needs mode='autoencoder'; classifiers use predict(x)")
         return self._forward_all(x)[-1].view_as(x)
-
-    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
-        """Per pair, each sample's alignment with the C prototypes ``a_l b_lᵀ``; top: ``o``."""
-        if self.mode == "autoencoder":
-            return {}
-        acts = self._forward_all(x)
-        fb = self.feedback_signals(self.class_targets(x.device))
-        scores: dict[str, Tensor] = {}
-        for idx, layer in enumerate(self._pairs()[1:-1], start=1):
-            a, b = acts[idx].flatten(1), cast(Tensor, fb[idx]).flatten(1)
-            if self.arch.kind == "cnn":  # the CNN aligns cosines
-                a, b = F.normalize(a, dim=1, eps=1e-8), F.normalize(b, dim=1, eps=1e-8)
-            scores[layer.layer_name] = a @ b.T
-        scores[self._pairs()[-1].layer_name] = acts[-1]
-        return scores
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:

@@ -9,7 +9,7 @@ learner holds ``L + 1`` local layers, each owning exactly the maps its loss trai
 
 Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed
 before the next pair runs (the memory benefit of ALGORITHMS §6.4.1), and it owns an optimizer
-with two parameter groups (``f``, ``g``); how they are clipped is the learner's ``clip_scope``.
+with two parameter groups (``f``, ``g``); how they are clipped is the update policy's ``clip_scope``.
 """
 
 from __future__ import annotations
@@ -99,24 +99,38 @@ class CounterCurrentPair(LocalLayer):
         return self.g(b_next)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups for the forward and feedback parameters, tagged ``side`` f / g."""
+        """Optimizer groups for the forward and feedback parameters, tagged ``clip_group`` f / g
+        (the update policy clips each network side on its own, per pair or network-wide)."""
         groups = [
-            {"params": list(m.parameters()), "side": side}
+            {"params": list(m.parameters()), "clip_group": side}
             for side, m in (("f", self.f), ("g", self.g))
             if m is not None
         ]
         return [g for g in groups if g["params"]]
 
+    def scores(self, h: Tensor, ctx: Context) -> Tensor | None:
+        """The output layer: ``o``; pair l: each sample's alignment ``a_l b_lᵀ`` with the C class
+        prototypes ``b_l`` (cosines for the CNN); the input pair and the autoencoder: none."""
+        if ctx.get("feedback") is None:
+            return None
+        if self.top:
+            return h
+        if self.index == 0:
+            return None
+        a, b = h.flatten(1), ctx["feedback"][self.index].flatten(1)
+        if ctx["cosine"]:
+            a, b = F.normalize(a, dim=1, eps=1e-8), F.normalize(b, dim=1, eps=1e-8)
+        return a @ b.T
+
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
-        scale = float(ctx.get("loss_scale", 1.0))  # the reference's loss warm-up
         spec = self.loss_spec
         if self.top:
             if spec.kind == "mse":
-                return scale * F.mse_loss(h.flatten(1), ctx["target"])
+                return F.mse_loss(h.flatten(1), ctx["target"])
             if spec.kind == "map":
-                return scale * map_pair_loss(h, ctx["target"], spec.s_c, 0.0)
+                return map_pair_loss(h, ctx["target"], spec.s_c, 0.0)
             assert ctx.y is not None
-            return scale * F.cross_entropy(h, ctx.y)
+            return F.cross_entropy(h, ctx.y)
         b = self.feedback(ctx["feedback"][self.index + 1])
         mask = ctx.get("mask")
         if spec.kind == "dot":
@@ -127,7 +141,7 @@ class CounterCurrentPair(LocalLayer):
             loss = map_pair_loss(h, b, spec.s_c, spec.s_ssl if self.index > 0 else 0.0)
         else:
             loss = reconstruction_pair_loss(h, b, spec.s_c, spec.s_ssl)
-        return scale * loss
+        return loss
 
 
 def _act(last: bool, width: int = 0, norm: bool = False, act: str = "elu") -> list[nn.Module]:

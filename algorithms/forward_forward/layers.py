@@ -8,15 +8,14 @@ Hinton, *The Forward-Forward Algorithm: Some Preliminary Investigations*, arXiv 
 
 from __future__ import annotations
 
-import functools
 import math
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from localearn.kernels.ff_layer import ff_layer, ff_layer_ref
 from torch import Tensor, nn
 
-from localearn import kernels
 from localearn.layer import Context, LocalLayer
 
 from . import ops
@@ -25,16 +24,13 @@ from . import ops
 class FFLayer(LocalLayer):
     """``h = ReLU(W·rms(x) + b)`` trained by the FF loss on its goodness (+ peer normalisation).
 
-    ``forward_loss`` is the fused op ``localearn.kernels.ff_layer`` (positive and negative rows in
-    one matmul); ``kernel_impl``/``kernel_compile`` are set by the trainer's ``kernels``/``compile``
-    options and ``kernel_used`` records what the last step ran (``torch``, ``triton``, ``compile``).
+    Its fused op is ``localearn.kernels.ff_layer`` (positive and negative rows in one matmul, the
+    weight gradient in the same pass); the trainer's ``kernels``/``compile`` options choose its
+    implementation and ``kernel_used`` records what the last step ran.
     """
 
     running_mean: Tensor
-    fused = True
-    kernel_impl = "auto"
-    kernel_compile = False
-    kernel_used: str | None = None
+    fused_op = "ff_layer"
 
     def __init__(self, in_dim: int, out_dim: int, *, goodness: str, theta: float,
                  straight_through: bool, peer_norm: float, peer_momentum: float,
@@ -90,17 +86,16 @@ class FFLayer(LocalLayer):
             loss = loss + self.peer_norm * pn
         return loss
 
-    def forward_loss(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+    def fused_weight(self) -> Tensor | None:
+        return self.linear.weight if isinstance(self.linear, nn.Linear) else None  # a user block: unfused
+
+    def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """Forward + FF loss (+ peer norm, whose running mean is updated here) in one op; γ is set
-        and this layer's vote cast around it exactly as :meth:`infer` does in the chain."""
-        if not isinstance(self.linear, nn.Linear):  # a user block: no fused op for it
-            h = self.infer(x, ctx)
-            return h, self.local_loss(h, ctx)
+        and this layer's vote cast around it exactly as :meth:`infer` does in the chain. The
+        goodness and the loss are reduced in fp32 whatever the autocast precision."""
         ctx.extras["gamma"] = self.gamma(ctx)
-        w, b = self.linear.weight, self.linear.bias
-        impl = kernels.layer_impl(self, "ff_layer", x, w)
-        op = kernels.compiled(ff_layer_ref) if impl == "compile" else functools.partial(ff_layer, impl=impl)
-        h, loss, r = op(x, w, b, ctx["is_positive"], self.theta, goodness=self.goodness_mode,
+        linear = cast(nn.Linear, self.linear)
+        h, loss, r = op(x, linear.weight, linear.bias, ctx["is_positive"], self.theta, goodness=self.goodness_mode,
                         straight_through=self.straight_through, gamma=ctx.get("gamma"), peer_norm=self.peer_norm,
                         running_mean=self.running_mean, peer_momentum=self.peer_momentum)
         self.vote(h, ctx)

@@ -8,19 +8,17 @@ See the package docstring for the equations, options and deviations.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from localearn.arch import ArchSpec
-from localearn.distributed.pipelined import Pipelined
 from localearn.layer import Context
-from localearn.learner import OptimizerFactory, Stage
+from localearn.learner import LocalLearner, Losses, OptimizerFactory, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist, log_uniform
 
 from . import ops
 from .layers import FFClassifier, FFLayer
@@ -29,7 +27,7 @@ from .options import choice as _choice
 
 
 @register_algorithm
-class ForwardForward(Pipelined):
+class ForwardForward(LocalLearner):
     """Forward-Forward / Collaborative FF (see the package docstring for every option)."""
 
     name = "forward_forward"
@@ -48,19 +46,13 @@ class ForwardForward(Pipelined):
                          patience=20),
     }
 
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Beyond-BP's revised FF space (STUDY_PROTOCOL §7.3): ff_lr [1e-5, 1e-2]; its ff_wd
-        [1e-4, 1e-3] widened to three decades around the recipe's 3e-4."""
-        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+    # Beyond-BP's revised FF space (STUDY_PROTOCOL §7.3): its ff_wd [1e-4, 1e-3] widened to three
+    # decades around the recipe's 3e-4.
+    search: ClassVar[dict[str, Dist]] = {"weight_decay": log_uniform(1e-5, 1e-2)}
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
+        *args: Any,
         goodness: str = "sum",
         threshold: float | None = None,
         negatives: str = "random",
@@ -74,8 +66,9 @@ class ForwardForward(Pipelined):
         classifier_lr: float = 1e-2,
         classifier_weight_decay: float = 3e-3,
         hybrid_blur_steps: int = 10,
+        **base: Any,
     ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         self.goodness_mode = _choice("goodness", goodness, GOODNESS)
         self.negatives = _choice("negatives", negatives, NEGATIVES)
         self.prediction = _choice("prediction", prediction, PREDICTIONS)
@@ -97,28 +90,34 @@ class ForwardForward(Pipelined):
             layer.collab, layer.index = self.collab, len(self.layers)
             self.add_layer(layer)
             in_dim = width
-        depth = len(self.layers)
+        self.depth = depth = len(self.layers)
         # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
         self.read_layers = tuple(range(1, depth)) if depth > 1 else (0,)
         # CFF trains every layer on σ(Σ_t G_t − Σ_t θ_t), layer 1 included, so per-label
         # prediction reads the same sum (README, "Collaborative FF": +4 pp at 3 epochs).
         self.vote_layers = tuple(range(depth)) if self.collab != "none" else self.read_layers
-        self.classifier: FFClassifier | None = None
-        if self.prediction == "linear":
+        if self.prediction == "linear":  # the last layer, its own position (not an FF layer)
             feat = sum(self.arch.widths[i] for i in self.read_layers)
-            self.classifier = FFClassifier(feat, num_classes)
-        self._epoch: tuple[int, int] | None = None
+            self.add_layer(FFClassifier(feat, self.num_classes)).layer_name = "classifier"
+        # The Trainer's update policy runs loeweX's linear cool-down (localearn.update).
+        self.update_defaults = {"lr_schedule": "cooldown"} if self.cooldown else {}
         self.pipeline_refusal = (  # what a layer would need from layers after it
             "collaborative FF trains every layer on the goodness summed over all layers" if self.collab != "none"
             else "hard negatives are chosen by every layer's goodness" if self.negatives == "hard"
             else "the linear classifier reads every layer's activity" if self.classifier is not None else "")
 
     @property
-    def ff_layers(self) -> list[FFLayer]:
-        """``self.layers`` with their type (a ModuleList types its items as Module)."""
-        return [cast(FFLayer, layer) for layer in self.layers]
+    def classifier(self) -> FFClassifier | None:
+        """The linear readout (``prediction="linear"``), else None."""
+        last = self.layers[-1]
+        return last if isinstance(last, FFClassifier) else None
 
-    # ------------------------------------------------------------------ optimizers, cool-down
+    @property
+    def ff_layers(self) -> list[FFLayer]:
+        """The FF layers (``self.layers`` without the classifier), typed (one process: a pipeline
+        rank holds only its own, so the chain indexes ``self.layers`` by position instead)."""
+        return [cast(FFLayer, layer) for layer in list(self.layers)[: self.depth]]
+
     def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
         for layer in self.ff_layers:
             layer.optimizer = factory(layer.parameters())
@@ -126,26 +125,7 @@ class ForwardForward(Pipelined):
             self.classifier.optimizer = torch.optim.SGD(
                 self.classifier.parameters(), lr=self.classifier_lr, momentum=0.9,
                 weight_decay=self.classifier_wd)
-        for opt in self.optimizers():
-            for group in opt.param_groups:  # saved with the optimizer, so a resume keeps the base
-                group.setdefault("initial_lr", group["lr"])
         return self.optimizers()
-
-    def start_epoch(self, stage: Stage, epoch: int, epochs: int) -> None:
-        """The Trainer's epoch-start hook drives the cool-down (a greedy unit restarts at 1)."""
-        super().start_epoch(stage, epoch, epochs)
-        self.set_epoch(epoch, epochs)
-
-    def set_epoch(self, epoch: int, total: int) -> None:
-        """Apply the cool-down factor for 1-based ``epoch`` of ``total`` (no-op if cooldown off)."""
-        self._epoch = (epoch, total)
-        if not self.cooldown:
-            return
-        # min(1, ·): for odd E the first cooled epoch would otherwise get (E+1)/E × lr.
-        factor = min(1.0, 2.0 * (1 + total - epoch) / total) if epoch > total / 2 else 1.0
-        for opt in self.optimizers():
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
 
     # ------------------------------------------------------------------------ data plumbing
     def _inputs(self, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -168,7 +148,7 @@ class ForwardForward(Pipelined):
             neg = self._inputs(x, neg_labels)
         rows = torch.cat([self._inputs(x, y), neg])
         is_pos = torch.arange(len(rows), device=rows.device) < len(y)
-        extras: dict[str, Any] = {"is_positive": is_pos, "neg_labels": neg_labels}
+        extras: dict[str, Any] = {"is_positive": is_pos, "neg_labels": neg_labels, "x": x}
         if self.collab == "all":  # one extra pass: every layer's G on this input, current weights
             with torch.no_grad():
                 h, logits = rows, []
@@ -180,40 +160,77 @@ class ForwardForward(Pipelined):
 
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
-        out = super().stages()
-        if self.schedule_mode == "greedy" and self.classifier is not None:
-            out.append(Stage("classifier", ()))
-        return out
+        if self.schedule_mode == "joint":
+            return [Stage("network", tuple(range(len(self.layers))))]
+        return [Stage(layer.layer_name, (i,)) for i, layer in enumerate(self.local_layers)]
 
-    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        """The base chain over the 2B rows (every layer of ``stage`` steps; γ_l comes through the
-        context), then the linear classifier's step on the detached features where it trains."""
-        if self.cooldown and self._epoch is None:
-            warnings.warn("forward_forward cooldown=True, but start_epoch() was never called (the "
-                          "Trainer calls it before every epoch): the lr stays constant", stacklevel=2)
-            self._epoch = (0, 0)
-        logs = super().train_step(batch, stage) if stage.layers else {}
-        ff_losses = [v for k, v in logs.items() if k.startswith("loss/")]
-        joint = self.schedule_mode == "joint"
-        if self.classifier is not None and (joint or stage.name == "classifier"):
-            x, y = self.split_batch(batch)
+    def step_positions(self, h: Any, ctx: Context, stage: Stage,
+                       positions: Sequence[tuple[int, ...]]) -> tuple[Any, Losses]:
+        """The chain over the 2B rows (γ_l comes through the context), then the linear classifier's
+        step on the detached neutral-label features where the unit trains it."""
+        depth = self.depth
+        chain = [pos for pos in positions if pos[0] < depth]
+        losses: Losses = {}
+        if set(stage.layers) & {i for pos in chain for i in pos}:
+            h, losses = super().step_positions(h, ctx, stage, chain)
+        ff_losses = list(losses.values())
+        if self.classifier is not None and (depth,) in positions and depth in stage.layers:
             with torch.no_grad():
-                feats = self._features(x)
-            _, closs = self.classifier.train_step(feats, Context(y=y, num_classes=self.num_classes))
-            logs["loss/classifier"] = float(closs)
-        logs["loss"] = sum(ff_losses) / len(ff_losses) if ff_losses else logs["loss/classifier"]
-        return logs
+                feats = self._features(ctx["x"])
+            _, losses["loss/classifier"] = self.classifier.train_step(feats, Context(ctx.y, self.num_classes))
+        losses["loss"] = torch.stack(ff_losses).mean() if ff_losses else losses["loss/classifier"]
+        return h, losses
 
     # ---------------------------------------------------------------------------- inference
-    def _per_label_goodness(self, x: Tensor, share_first: bool = True) -> list[Tensor]:
-        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass.
+    def eval_input(self, x: Any, stage: Stage | None = None) -> tuple[Any, Context]:
+        """``x`` with what position 0 builds from it: the C label-embedded copies (per-label
+        goodness), or, where the classifier votes, the neutral-label rows (its features)."""
+        neutral = self.classifier is not None and self.votes(stage) == (self.depth,)
+        extras: dict[str, Any] = {"rows": x.shape[0], "neutral": neutral}
+        if neutral:  # the classifier's features, gathered along the chain (one process: FF-linear never pipelines)
+            extras["feats"] = []
+        return x, Context(None, self.num_classes, extras)
 
-        ``share_first``: layer 1's image part is computed once for all C labels (see
-        :meth:`_first_layer_per_label`); False runs the C·B-row input through layer 1 as well.
-        """
+    def run_position(self, p: int, h: Any, ctx: Context, vote: bool) -> tuple[Any, Tensor | None]:
+        """Layer p's per-label goodness ``(B, C)``, or the classifier's logits on the features."""
+        depth, b, neutral = self.depth, ctx["rows"], ctx["neutral"]
+        if p == depth:
+            return h, self.classifier(torch.cat(ctx["feats"], 1)) if self.classifier is not None else None
+        if p == 0:
+            h = self.layers[0](self._inputs(h, None)) if neutral else self._label_rows_first(h)
+        else:
+            h = self.layers[p](h)
+        if neutral:
+            if p in self.read_layers:
+                ctx["feats"].append(ops.rms_normalise(h))
+            return h, None
+        return h, ops.goodness(h, self.goodness_mode).view(-1, b).t() if vote else None
+
+    def votes(self, stage: Stage | None) -> tuple[int, ...]:
+        """The classifier (``linear``, outside greedy layer units); else the per-label goodness of
+        layers 2..L (or all, under CFF), or in a greedy unit of the layers trained so far."""
+        depth = self.depth
+        if stage is not None and self.schedule_mode == "greedy" and stage.layers and stage.layers[0] < depth:
+            last = max(stage.layers)
+            return tuple(range(1, last + 1)) if last > 0 else (0,)
+        return (depth,) if self.classifier is not None else self.vote_layers
+
+    def _label_rows_first(self, x: Tensor) -> Tensor:
+        """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
+        image part once (:func:`ops.first_layer_per_label`) when layer 1 is a plain Linear."""
+        first = cast(FFLayer, self.layers[0])
+        if not isinstance(first.linear, nn.Linear):  # a user block: the direct C·B-row pass
+            labels = torch.arange(self.num_classes, device=x.device).repeat_interleave(x.shape[0])
+            return first(self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels))
+        z = ops.first_layer_per_label(x, first.linear.weight, first.linear.bias, self.num_classes, self.label_value)
+        return z.clamp_(min=0)  # ReLU (the straight-through variant differs only backward)
+
+    def _per_label_goodness(self, x: Tensor, share_first: bool = True) -> list[Tensor]:
+        """``G_l(x with label c)`` for every layer l: a list of (B, C), from one C·B-row pass
+        (``share_first=False``: layer 1 runs on the C·B rows too, the reference computation)."""
         b, c = x.shape[0], self.num_classes
-        if share_first and isinstance(self.ff_layers[0].linear, nn.Linear):  # not a user block
-            h = self._first_layer_per_label(x)
+        if share_first:
+            h = self._label_rows_first(x)
         else:
             labels = torch.arange(c, device=x.device).repeat_interleave(b)
             h = self.ff_layers[0](self._inputs(x.repeat(c, *([1] * (x.dim() - 1))), labels))
@@ -222,14 +239,6 @@ class ForwardForward(Pipelined):
             h = layer(h)
             out.append(ops.goodness(h, self.goodness_mode).view(c, b).t())
         return out
-
-    def _first_layer_per_label(self, x: Tensor) -> Tensor:
-        """Layer 1's output for every (label c, row i), label-major ``(C·B, D_1)``, computing the
-        image part once (:func:`ops.first_layer_per_label`)."""
-        linear = cast(nn.Linear, self.ff_layers[0].linear)
-        z = ops.first_layer_per_label(x, linear.weight, linear.bias, self.num_classes,
-                                      self.label_value)
-        return z.clamp_(min=0)  # ReLU (the straight-through variant differs only backward)
 
     def _per_label(self, x: Tensor, layers: Sequence[int]) -> Tensor:
         g = self._per_label_goodness(x)
@@ -243,42 +252,3 @@ class ForwardForward(Pipelined):
             if i in self.read_layers:
                 feats.append(ops.rms_normalise(h))
         return torch.cat(feats, dim=1)
-
-    def predict(self, x: Tensor) -> Tensor:
-        """Σ_{l≥2} G_l per label (``per_label``) or the classifier's logits (``linear``)."""
-        if self.classifier is not None:
-            return self.classifier(self._features(x))
-        return self._per_label(x, self.vote_layers)
-
-    def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
-        if self.schedule_mode == "joint" or not stage.layers:
-            return self.predict(x)
-        last = max(stage.layers)  # a greedy unit: the goodness of the layers trained so far
-        return self._per_label(x, tuple(range(1, last + 1)) if last > 0 else (0,))
-
-    # --------------------------------------------------------- pipeline (localearn.distributed)
-    def pipeline_eval_input(self, batch: Any) -> tuple[Tensor, Context]:
-        """The C·B label-embedded rows (label-major) that per-label scoring runs through the net."""
-        x, y = self.split_batch(batch)
-        labels = torch.arange(self.num_classes, device=x.device).repeat_interleave(x.shape[0])
-        h = self._inputs(x.repeat(self.num_classes, *([1] * (x.dim() - 1))), labels)
-        return h, Context(y=y, num_classes=self.num_classes)
-
-    def pipeline_score(self, p: int, h: Tensor, ctx: Context, stage: Stage | None) -> Tensor:
-        """Layer p's goodness per (row, label), ``(B, C)``."""
-        assert ctx.y is not None
-        return ops.goodness(h, self.goodness_mode).view(-1, int(ctx.y.shape[0])).t()
-
-    def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
-        """The layers whose goodness sums to the scores of ``stage`` (as :meth:`unit_scores`)."""
-        if stage is None or self.schedule_mode == "joint" or not stage.layers:
-            return self.vote_layers
-        last = max(stage.layers)
-        return tuple(range(1, last + 1)) if last > 0 else (0,)
-
-    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
-        """Each layer's own per-label goodness (empty when no label is embedded)."""
-        if not self.embed:
-            return {}
-        g = self._per_label_goodness(x)
-        return {layer.layer_name: g[i] for i, layer in enumerate(self.ff_layers)}

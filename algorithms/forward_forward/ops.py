@@ -23,8 +23,9 @@ def rms_normalise(x: Tensor, eps: float = RMS_EPS) -> Tensor:
 
 
 def goodness(h: Tensor, mode: str = "sum") -> Tensor:
-    """``G = Σ_j h_j²`` (``sum``) or ``mean_j h_j²`` (``mean``), one value per row."""
-    sq = h.flatten(1).pow(2)
+    """``G = Σ_j h_j²`` (``sum``) or ``mean_j h_j²`` (``mean``), one value per row, reduced in fp32
+    (under bf16 autocast a sum of D squares next to θ = D would lose the margin)."""
+    sq = h.flatten(1).float().pow(2)
     return sq.sum(dim=1) if mode == "sum" else sq.mean(dim=1)
 
 

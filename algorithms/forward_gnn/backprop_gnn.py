@@ -13,19 +13,19 @@ so that it runs through the same trainer, meters and checkpoints as the local le
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from localearn.arch import ArchSpec
-from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist
+
+from .chain import GRAPH_SEARCH
 
 # PyG examples/gcn.py on Planetoid (hidden 16, Adam lr 0.01, wd 5e-4, dropout 0.5, 200 epochs,
 # the test accuracy at the best validation epoch): the recipe the field uses for GCN on these sets.
@@ -63,6 +63,9 @@ class GNNNetwork(LocalLayer):
     def infer(self, x: Tensor, ctx: Context) -> Tensor:
         return self(x, ctx["edge_index"])  # the edges come with the context
 
+    def scores(self, h: Tensor, ctx: Context) -> Tensor:
+        return h
+
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         return F.cross_entropy(h[ctx["train_idx"]], ctx["train_y"])
 
@@ -81,7 +84,6 @@ class BackpropGNN(LocalLearner):
     """
 
     name = "backprop_gnn"
-    block_local = False  # one global loss: the baseline, not a local learner
     aliases = ("bp_gnn",)
     paper = "Backprop baseline of Park et al., ICLR 2024 (PyG GCN / GraphSAGE / GAT)"
     supports_graphs = True
@@ -101,22 +103,12 @@ class BackpropGNN(LocalLearner):
         **{name: _PYG_GCN for name in ("cora", "citeseer", "pubmed")},
     }
 
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """The same lr / wd ranges as ForwardGNN, its comparison partner on graphs."""
-        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+    search: ClassVar[dict[str, Dist]] = GRAPH_SEARCH  # the same lr / wd ranges as ForwardGNN
+    default_input_shape = (1433,)
+    default_num_classes = 7
 
-    def __init__(
-        self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1433,),
-        num_classes: int = 7,
-        schedule: str | None = None,
-        task: str = "classification",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+    def __init__(self, *args: Any, task: str = "classification", dropout: float = 0.0, **base: Any) -> None:
+        super().__init__(*args, **base)
         if task not in ("classification", "link"):
             raise ConfigError(f"backprop_gnn trains task classification or link, not {task!r}")
         if not 0.0 <= dropout < 1.0:
@@ -138,9 +130,6 @@ class BackpropGNN(LocalLearner):
         self.add_layer(GNNNetwork(self.arch.kind, self.input_shape[0], width, self.arch.depth, self.num_classes,
                                   dropout=dropout))
 
-    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
-        return batch, batch.y[node_mask(batch)]
-
     def make_context(self, batch: Any) -> Context:
         if self.task == "link":
             return self.links.context(batch, self.num_classes)
@@ -148,11 +137,11 @@ class BackpropGNN(LocalLearner):
         return Context(y=batch.y[idx], num_classes=self.num_classes, inputs=batch.x,
                        extras={"edge_index": batch.edge_index, "train_idx": idx, "train_y": batch.y[idx]})
 
-    def predict(self, x: Any) -> Tensor:
-        return self.layers[0](x.x, x.edge_index)
+    def eval_input(self, x: Any, stage: Stage | None = None) -> tuple[Any, Context]:
+        """The node features, with the edges in the context."""
+        return x.x, Context(None, self.num_classes, {"edge_index": x.edge_index})
 
     def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
         if self.task == "link":
             return self.links.scores(list(self.layers), batch, None)
-        mask = node_mask(batch)
-        return self.predict(batch)[mask], batch.y[mask]
+        return super().evaluate_batch(batch, stage)

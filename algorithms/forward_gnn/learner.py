@@ -34,36 +34,32 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from localearn.algorithms.forward_gnn import topdown
-from localearn.algorithms.forward_gnn.layers import GraphLayer, goodness, sf_logits
+from localearn.algorithms.forward_gnn.layers import GraphLayer
 from localearn.algorithms.forward_gnn.link import LinkLayer, LinkSplits
 from localearn.algorithms.forward_gnn.variants import (
     augment,
-    ffvn_class_edges,
     ffvn_negative_edges,
     label_appended,
 )
 from torch import Tensor
 
-from localearn.arch import ArchSpec
-from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.layer import Context
-from localearn.learner import OptimizerFactory, Stage
+from localearn.learner import Losses, Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist, log_uniform
 
-from .pipeline import GraphPipelined
+from .chain import GRAPH_SEARCH, TOP_DOWN, GraphChain
 
 VARIANTS = ("sf", "ff_la", "ff_vn", "top2loss", "top2input")
-TOP_DOWN = ("top2loss", "top2input")
 FF_VARIANTS = ("ff_la", "ff_vn")
 AGGREGATIONS = ("sum_layers", "last")
 
 
 @register_algorithm
-class ForwardGNN(GraphPipelined):
+class ForwardGNN(GraphChain):
     """Forward learning of GNNs (see the module docstring).
 
     Args:
@@ -98,19 +94,13 @@ class ForwardGNN(GraphPipelined):
                          arch="gcn:128x2", epochs=1000, patience=200, optimizer="adam", lr=1e-3, weight_decay=5e-4),
     }
 
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Graph learners like larger steps (PyG's Cora recipe: Adam 1e-2, wd 5e-4); SF's τ too."""
-        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
-                "tau": trial.suggest_float("tau", 0.1, 10.0, log=True)}
+    search: ClassVar[dict[str, Dist]] = {**GRAPH_SEARCH, "tau": log_uniform(0.1, 10.0)}  # and SF's τ
+    default_input_shape = (1433,)
+    default_num_classes = 7
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1433,),
-        num_classes: int = 7,
-        schedule: str | None = None,
+        *args: Any,
         variant: str = "sf",
         eval_aggregation: str = "sum_layers",
         tau: float = 1.0,
@@ -119,22 +109,23 @@ class ForwardGNN(GraphPipelined):
         grad_clip: float = 1.0,
         task: str = "classification",
         link_objective: str = "dot",
+        **base: Any,
     ) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown ForwardGNN variant {variant!r}; valid: {', '.join(VARIANTS)}")
         if eval_aggregation not in AGGREGATIONS:
             raise ConfigError(f"unknown eval_aggregation {eval_aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
         if variant in TOP_DOWN:
-            if schedule == "greedy":
+            if base.get("schedule") == "greedy":
                 raise ConfigError(f"variant {variant} trains the whole model at once; use schedule joint")
-            schedule = "joint"
+            base["schedule"] = "joint"
         if task not in ("classification", "link"):
             raise ConfigError(f"forward_gnn trains task classification or link, not {task!r}")
         if task == "link" and variant != "sf":
             raise ConfigError(f"link prediction uses the sf layers with link_objective dot|ff, not variant {variant}")
         if test_steps < 3:
             raise ConfigError(f"test_steps must be at least 3 (softmax accumulates from step 2), got {test_steps}")
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         if not self.arch.is_graph:
             raise ConfigError(f"forward_gnn needs a graph architecture (gcn:/sage:/gat:WxL), got {self.arch}")
         if len(self.input_shape) != 1:
@@ -163,8 +154,11 @@ class ForwardGNN(GraphPipelined):
                 self.add_layer(GraphLayer(self.arch.kind, lower, width, loss, theta=theta))
         if variant in FF_VARIANTS:
             self.stop_metric = "val_acc"  # type: ignore[misc]  # goodness BCE selects badly
-        if variant in TOP_DOWN:  # the other variants pipeline (.pipeline)
+        # SF votes are probabilities averaged over layers; FF votes are goodness, summed.
+        self.prediction_rule = "sum" if variant in FF_VARIANTS else "mean_prob"
+        if variant in TOP_DOWN:  # the other variants pipeline (.chain)
             self.pipeline_refusal = f"every {variant} layer reads the previous step's state of the layer above it"
+            self.update_defaults = {"grad_clip": self.grad_clip}  # per layer, by the Trainer's update policy
         self._states: list[Tensor] | None = None  # top-down: the previous step's outputs
         self._state_key: tuple[Any, ...] | None = None
 
@@ -172,25 +166,7 @@ class ForwardGNN(GraphPipelined):
         """The layers, typed."""
         return [cast(GraphLayer, layer) for layer in self.layers]
 
-    def configure_optimizers(self, factory: OptimizerFactory) -> list[torch.optim.Optimizer]:
-        opts = super().configure_optimizers(factory)
-        if self.variant in TOP_DOWN and self.grad_clip > 0:
-            for layer in self.graph_layers():
-                params = list(layer.parameters())
-                clip = self.grad_clip
-
-                def hook(opt: Any, args: Any, kwargs: Any, _p: list[Any] = params, _c: float = clip) -> None:
-                    torch.nn.utils.clip_grad_norm_(_p, _c)
-
-                assert layer.optimizer is not None
-                layer.optimizer.register_step_pre_hook(hook)
-        return opts
-
     # ----------------------------------------------------------------------- data plumbing
-    def split_batch(self, batch: Any) -> tuple[Any, Tensor]:
-        """The graph and the labels of the nodes it is about (its evaluation or training mask)."""
-        return batch, batch.y[node_mask(batch)]
-
     def _prepare(self, batch: Any) -> tuple[Tensor, Context]:
         """The first layer's input and the context of one training step."""
         train_idx = batch.train_mask.nonzero().flatten()
@@ -207,6 +183,8 @@ class ForwardGNN(GraphPipelined):
                 # Stacked (C-1, 2, E): the negative graphs have equal edge counts, and a tensor can
                 # cross a pipeline link where a list cannot.
                 extras["neg_edge_indices"] = torch.stack(ffvn_negative_edges(batch, aug, self.num_classes))
+        if self.variant == "top2input":
+            extras["graph"] = batch  # its inputs hold the label matrix (one process only: not a chain)
         return x, Context(y=extras["train_y"], num_classes=self.num_classes, extras=extras)
 
     def make_context(self, batch: Any) -> Context:
@@ -217,82 +195,19 @@ class ForwardGNN(GraphPipelined):
         return ctx
 
     # ----------------------------------------------------------------------------- training
-    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        """SF and the FF variants: the base chain. Top-down variants are not a chain: every
-        layer steps on the previous step's states of the layers around it."""
+    def step_positions(self, h: Any, ctx: Context, stage: Stage,
+                       positions: Sequence[tuple[int, ...]]) -> tuple[Any, Losses]:
+        """SF and the FF variants: the base chain. Top-down variants: every layer steps on the
+        previous step's states of the layers around it (:mod:`.topdown`)."""
         if self.variant not in TOP_DOWN:
-            return super().train_step(batch, stage)
-        x, ctx = self._prepare(batch)
+            return super().step_positions(h, ctx, stage, positions)
+        assert len(positions) == len(self.layers), "top-down variants step all layers together (one process)"
         if self.variant == "top2loss":
-            losses = topdown.step_top2loss(self, x, ctx)
-        else:
-            losses = topdown.step_top2input(self, batch, x, ctx)
-        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
-        return losses
-
-    # ---------------------------------------------------------------------------- inference
-    def _layer_outputs(self, batch: Any, upto: int | None = None) -> list[Tensor]:
-        """Per-layer ``(N, C)`` scores of every real node: SF logits, FF goodness, or
-        Top2Input's softmax averaged over the accumulated steps."""
-        last = len(self.layers) - 1 if upto is None else upto
-        layers = list(self.layers)[: last + 1]
-        n, c = int(batch.num_nodes), self.num_classes
-        if self.variant == "ff_la":
-            h, out = label_appended(batch, c, candidates=list(range(c))), []
-            for layer in layers:
-                h = layer(h, batch.edge_index)
-                out.append(goodness(h).T)
-            return out
-        aug = augment(batch, self.vn_features)
-        if self.variant == "ff_vn":
-            scores = [aug.x.new_zeros(n, c) for _ in layers]
-            for k in range(c):  # one augmented graph per candidate class
-                edges, h = ffvn_class_edges(batch, aug, k), aug.x
-                for i, layer in enumerate(layers):
-                    h = layer(h, edges)
-                    scores[i][:, k] = goodness(h[:n])
-            return scores
-        if self.variant == "top2input":
-            return topdown.recurrent_probs(self, batch, aug.x, aug.edge_index)
-        h, out = aug.x, []
-        for layer in layers:
-            h = layer(h, aug.edge_index)
-            out.append(sf_logits(h, n, self.tau))
-        return out
-
-    def _as_log_probs(self, scores: Tensor) -> Tensor:
-        if self.variant == "top2input":
-            return scores.clamp_min(1e-12).log()
-        return F.log_softmax(scores, 1)
-
-    def _aggregate(self, outputs: list[Tensor]) -> Tensor:
-        if self.variant in FF_VARIANTS:
-            return outputs[-1] if self.eval_aggregation == "last" else torch.stack(outputs).sum(0)
-        if self.eval_aggregation == "last":
-            return self._as_log_probs(outputs[-1])
-        probs = torch.stack([self._as_log_probs(o).exp() for o in outputs]).mean(0)
-        return probs.clamp_min(1e-12).log()  # argmax of Σ_l p_l, and a proper CE
-
-    def predict(self, x: Any) -> Tensor:
-        """``(N, C)`` class scores of every real node of graph ``x``."""
-        return self._aggregate(self._layer_outputs(x))
-
-    def unit_scores(self, x: Any, stage: Stage) -> Tensor:
-        """Greedy units: the layer's own virtual-node logits (or goodness); else ``predict``."""
-        if self.schedule_mode == "greedy" and len(stage.layers) == 1:
-            i = stage.layers[0]
-            return self._layer_outputs(x, upto=i)[i]
-        return self.predict(x)
+            return h, topdown.step_top2loss(self, h, ctx)
+        return h, topdown.step_top2input(self, ctx["graph"], h, ctx)
 
     def evaluate_batch(self, batch: Any, stage: Stage | None = None) -> tuple[Tensor, Tensor]:
         if self.task == "link":  # a greedy unit: its own layer's σ(s); else the mean over layers
             unit = stage.layers[0] if stage is not None and len(stage.layers) == 1 else None
             return self.links.scores(list(self.layers), batch, unit)
-        mask = node_mask(batch)
-        scores = self.predict(batch) if stage is None else self.unit_scores(batch, stage)
-        return scores[mask], batch.y[mask]
-
-    def layer_scores(self, x: Any) -> dict[str, Tensor]:
-        mask = node_mask(x)
-        outputs = self._layer_outputs(x)
-        return {layer.layer_name: out[mask] for layer, out in zip(self.graph_layers(), outputs, strict=True)}
+        return super().evaluate_batch(batch, stage)

@@ -28,7 +28,7 @@ def cached_states(fgnn: Any, x: Tensor, ctx: Context) -> list[Tensor] | None:
     return fgnn._states
 
 
-def step_top2loss(fgnn: Any, x: Tensor, ctx: Context) -> dict[str, float]:
+def step_top2loss(fgnn: Any, x: Tensor, ctx: Context) -> dict[str, Tensor]:
     states = cached_states(fgnn, x, ctx)
     if states is None:
         with torch.no_grad():
@@ -41,7 +41,7 @@ def step_top2loss(fgnn: Any, x: Tensor, ctx: Context) -> dict[str, float]:
     for i, layer in enumerate(fgnn.graph_layers()):  # every layer reads the previous step's states
         h, loss = layer.train_step(x if i == 0 else states[i - 1], ctx)
         new.append(h)
-        losses[f"loss/{layer.layer_name}"] = float(loss)
+        losses[f"loss/{layer.layer_name}"] = loss
     fgnn._states = new
     return losses
 
@@ -51,7 +51,7 @@ def td_input(fgnn: Any, i: int, x: Tensor, states: list[Tensor], labels: Tensor)
     return torch.cat([x if i == 0 else states[i - 1], upper], 1)
 
 
-def step_top2input(fgnn: Any, batch: Any, x: Tensor, ctx: Context) -> dict[str, float]:
+def step_top2input(fgnn: Any, batch: Any, x: Tensor, ctx: Context) -> dict[str, Tensor]:
     states = cached_states(fgnn, x, ctx)
     if states is None:
         states = [x.new_zeros(x.shape[0], w) for w in fgnn.arch.widths]
@@ -61,7 +61,7 @@ def step_top2input(fgnn: Any, batch: Any, x: Tensor, ctx: Context) -> dict[str, 
         for i in range(parity, len(fgnn.layers), 2):
             layer = fgnn.graph_layers()[i]
             states[i], loss = layer.train_step(td_input(fgnn, i, x, states, labels), ctx)
-            losses[f"loss/{layer.layer_name}"] = float(loss)
+            losses[f"loss/{layer.layer_name}"] = loss
     fgnn._states = states
     return losses
 

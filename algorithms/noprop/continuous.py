@@ -51,19 +51,18 @@ first CE steps already order every class.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist, log_uniform
 
 from .common import MonotoneGamma, check_choice, class_medoids, conv_stack, make_embedding, sinusoidal
 
@@ -186,19 +185,12 @@ class _ContinuousNoProp(LocalLearner):
         "cifar100": recipe("ALGORITHMS.md §4.2 (NoProp-CT, CIFAR-100: 1000 epochs)", epochs=1000),
     }
     default_eta: ClassVar[float] = 1.0
-
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """lr and wd over three decades around the paper's CT table (Adam 1e-3, wd 1e-3)."""
-        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)}
+    # lr and wd over three decades around the paper's CT table (Adam 1e-3, wd 1e-3).
+    search: ClassVar[dict[str, Dist]] = {"weight_decay": log_uniform(1e-5, 1e-2)}
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
+        *args: Any,
         embedding: str = "onehot",
         embed_dim: int = 20,
         steps: int = 1000,
@@ -208,8 +200,9 @@ class _ContinuousNoProp(LocalLearner):
         width: int = 256,
         hidden: int = 128,
         dropout: float = 0.2,
+        **base: Any,
     ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         if self.arch.kind != "cnn":
             raise ConfigError(f"{self.name} takes a cnn:C1-C2-... spec (image path channels), got {self.arch}")
         self.solver = check_choice("solver", solver, SOLVERS)
@@ -227,6 +220,7 @@ class _ContinuousNoProp(LocalLearner):
                 raise ConfigError(f"{key} must be a positive integer, got {value}")
         self.embedding_kind = embedding
         emb, trainable = make_embedding(embedding, self.num_classes, embed_dim, self.input_shape)
+        self._ready = embedding != "prototype"
         self.add_layer(TimeConditionedNet(self.variant, self.input_shape, self.arch.widths, emb, trainable,
                                           self.num_classes, int(width), int(hidden), float(dropout), eta,
                                           weighting))
@@ -237,29 +231,34 @@ class _ContinuousNoProp(LocalLearner):
         assert isinstance(net, TimeConditionedNet)
         return net
 
-    def train_step(self, batch: Any, stage: Any) -> dict[str, float]:
-        x, y = self.split_batch(batch)
-        if self.embedding_kind == "prototype" and not bool(self.net.ready):
+    def make_context(self, batch: Any) -> Context:
+        """Labels; the prototype embeddings from the first training batch (see common.py)."""
+        if self.embedding_kind == "prototype" and not self._ready:
+            x, y = self.split_batch(batch)
             with torch.no_grad():
                 self.net.embed.copy_(class_medoids(x, y, self.num_classes))
                 self.net.ready.fill_(True)
-        _, loss = self.net.train_step(x, Context(y, self.num_classes))
-        return {"loss": float(loss)}
+            self._ready = True  # a host copy: no step reads the buffer back
+        return super().make_context(batch)
 
-    def predict(self, x: Tensor) -> Tensor:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._ready = bool(self.net.ready)  # once per load
+
+    def run_position(self, p: int, h: Any, ctx: Context, vote: bool) -> tuple[Any, Tensor | None]:
         """Integrate from z_0 ~ N(0, I) at t = 0 to t = 1, then Linear_out(z_1)."""
-        net = self.net
+        net, x = self.net, h
         z = torch.randn(x.shape[0], net.embed.shape[1], device=x.device)
-        h = 1.0 / self.steps
+        step = 1.0 / self.steps
         for n in range(self.steps):
-            t = n * h
+            t = n * step
             k1 = net.velocity(x, z, t)
             if self.solver == "heun":
-                k2 = net.velocity(x, z + h * k1, t + h)
-                z = z + 0.5 * h * (k1 + k2)
+                k2 = net.velocity(x, z + step * k1, t + step)
+                z = z + 0.5 * step * (k1 + k2)
             else:
-                z = z + h * k1
-        return net.out(z)
+                z = z + step * k1
+        return z, net.out(z)
 
 
 @register_algorithm

@@ -36,21 +36,20 @@ own image conv stack (weights shared with x's path) before the z path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from localearn.arch import ArchSpec
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import Stage
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+from localearn.space import Dist, log_uniform
 
-from .common import NoPropHead, check_choice, class_medoids, conv_stack, make_embedding
+from .common import NoPropHead, check_choice, conv_stack, make_embedding
 from .dt_steps import DTSteps
 from .schedule import discrete_schedule
 
@@ -139,20 +138,12 @@ class NoPropDT(DTSteps):
     b: Tensor
     c: Tensor
 
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """lr and wd over three decades around the paper's AdamW 1e-3 / 1e-3, and the L2 scale η
-        around its 0.1."""
-        return {"lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
-                "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
-                "eta": trial.suggest_float("eta", 0.01, 1.0, log=True)}
+    # lr and wd over three decades around the paper's AdamW 1e-3 / 1e-3, and the L2 scale η around its 0.1.
+    search: ClassVar[dict[str, Dist]] = {"weight_decay": log_uniform(1e-5, 1e-2), "eta": log_uniform(0.01, 1.0)}
 
     def __init__(
         self,
-        arch: str | ArchSpec | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        schedule: str | None = None,
+        *args: Any,
         T: int = 10,
         eta: float = 0.1,
         embedding: str = "onehot",
@@ -163,8 +154,9 @@ class NoPropDT(DTSteps):
         hidden: int = 128,
         dropout: float = 0.2,
         max_signal: float = 0.999,
+        **base: Any,
     ) -> None:
-        super().__init__(arch, input_shape, num_classes, schedule)
+        super().__init__(*args, **base)
         if self.arch.kind != "cnn":
             raise ConfigError(f"NoProp's blocks take a cnn:C1-C2-... spec (image path channels), got {self.arch}")
         self.inference = check_choice("inference", inference, INFERENCE)
@@ -188,6 +180,9 @@ class NoPropDT(DTSteps):
         # The per-step noise streams (.dt_steps): a base drawn from the run's seed, and the step count.
         self.register_buffer("noise_seed", torch.randint(2**31, ()))
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        # Host copies (.dt_steps): a step reads the schedule, seed and count without a device sync.
+        self.host = {"alpha_bar": sched.alpha_bar.tolist(), "weight": sched.weight.tolist(),
+                     "seed": int(self.noise_seed), "steps": 0, "ready": bool(self.head.ready)}
         if embedding != "onehot":  # .dt_steps
             self.pipeline_refusal = (f"every block reads the {embedding} class embeddings, "
                                      "which the head learns on each step")
@@ -207,42 +202,3 @@ class NoPropDT(DTSteps):
         if self.schedule_mode == "greedy":
             return [Stage(f"block{t + 1}", (t, self.T)) for t in range(self.T)]
         return [Stage("network", tuple(range(self.T + 1)))]
-
-    def train_step(self, batch: Any, stage: Stage) -> dict[str, float]:
-        """Local steps of the chosen blocks, each followed by the head's step on its L_t."""
-        x, y = self.split_batch(batch)
-        head = self.head
-        if self.embedding_kind == "prototype" and not bool(head.ready):
-            with torch.no_grad():  # first batch's class medoids (see common.py)
-                head.embed.copy_(class_medoids(x, y, self.num_classes))
-                head.ready.fill_(True)
-        logs, total = self.steps(x, self.make_context(batch), stage, set(range(self.T + 1)))
-        return {**logs, "loss": total}
-
-    # ---------------------------------------------------------------------------- inference
-    def _generate(self, x: Tensor, upto: int | None = None) -> tuple[list[Tensor], Tensor]:
-        """Run blocks 1..upto from z_0; every block's logits and the last latent."""
-        embed = self.head.embedding()
-        z, all_logits = self.start_latent(x, embed), []
-        for t in range(1, (upto or self.T) + 1):
-            logits, z = self.denoise(t, x, z, embed)
-            all_logits.append(logits)
-        return all_logits, z
-
-    def predict(self, x: Tensor) -> Tensor:
-        """Linear_out on the generated z_T."""
-        return self.head(self._generate(x)[1])
-
-    def unit_scores(self, x: Tensor, stage: Stage) -> Tensor:
-        """Joint: the prediction. Greedy block t: its logits ℓ_t on the generated z_{t−1}."""
-        if self.schedule_mode != "greedy":
-            return self.predict(x)
-        t = stage.layers[0] + 1
-        return self._generate(x, t)[0][-1]
-
-    def layer_scores(self, x: Tensor) -> dict[str, Tensor]:
-        """Each block's logits ℓ_t along one generated chain, and the head's prediction."""
-        logits, z = self._generate(x)
-        out = {block.layer_name: s for block, s in zip(self.blocks, logits, strict=True)}
-        out[self.head.layer_name] = self.head(z)
-        return out

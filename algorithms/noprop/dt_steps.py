@@ -3,7 +3,7 @@
 Li, Teh & Pascanu, *NoProp*, arXiv 2503.24322 (ALGORITHMS.md §4.1-4.2). Block t never reads
 another block's output in training: it sees the image, a q-sample of its own noisy label and the
 class embeddings. With fixed (one-hot) embeddings the blocks and the head are therefore
-independent, and the chain can be cut anywhere (:mod:`localearn.distributed.pipelined`): a
+independent, and the chain can be cut anywhere (:mod:`localearn.distributed.pipeline`): a
 training message is the batch itself (image, labels and, for ``blocks_per_step="one"``, the
 block drawn by rank 0); each rank steps its own blocks, the rank holding the head steps it once
 per block step, as one process does.
@@ -22,6 +22,7 @@ learns on every step, so the blocks would need it from the last rank.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,14 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from localearn.distributed.pipelined import Pipelined
 from localearn.layer import Context
-from localearn.learner import Stage
+from localearn.learner import LocalLearner, Losses, Stage
 
-from .common import NoPropHead
+from .common import NoPropHead, class_medoids
 
 
-class DTSteps(Pipelined):
+class DTSteps(LocalLearner):
     """The step and chain parts of :class:`~localearn.algorithms.noprop.dt.NoPropDT`."""
 
     T: int
@@ -51,6 +51,7 @@ class DTSteps(Pipelined):
     c: Tensor
     noise_seed: Tensor
     step_count: Tensor
+    host: dict[str, Any]  # host copies of the schedule, the noise seed and the step count
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Checkpoints written before the noise streams existed lack them: keep this learner's own
@@ -58,6 +59,9 @@ class DTSteps(Pipelined):
         for key in ("noise_seed", "step_count"):
             state_dict.setdefault(prefix + key, getattr(self, key))
         super()._load_from_state_dict(state_dict, prefix, *args)
+        head = self.layers[self.T]
+        ready = bool(head.ready) if isinstance(head, NoPropHead) else True
+        self.host.update(seed=int(self.noise_seed), steps=int(self.step_count), ready=ready)  # once per load
 
     def embed_on(self, like: Tensor) -> Tensor:
         """W_Embed without gradient. One-hot embeddings are the identity on every rank, so a rank
@@ -68,11 +72,18 @@ class DTSteps(Pipelined):
         return torch.eye(self.num_classes, device=like.device, dtype=like.dtype)
 
     def make_context(self, batch: Any) -> Context:
-        """Labels, and the block this step trains when ``blocks_per_step="one"`` (drawn once,
-        on rank 0 in a pipeline, from the global seeded stream)."""
+        """Labels, and the block this step trains when ``blocks_per_step="one"``: drawn once (on
+        rank 0 in a pipeline) on the host, from the noise seed and the step count."""
         ctx = super().make_context(batch)
+        head = self.layers[self.T]
+        if self.embedding_kind == "prototype" and isinstance(head, NoPropHead) and not self.host["ready"]:
+            x, y = self.split_batch(batch)
+            with torch.no_grad():  # the first training batch's class medoids (see common.py)
+                head.embed.copy_(class_medoids(x, y, self.num_classes))
+                head.ready.fill_(True)
+            self.host["ready"] = True
         if self.schedule_mode == "joint" and self.blocks_per_step == "one":
-            ctx.extras["t"] = int(torch.randint(1, self.T + 1, ()))
+            ctx.extras["t"] = random.Random(self.host["seed"] * 1_000_003 + self.host["steps"]).randint(1, self.T)
         return ctx
 
     @contextmanager
@@ -84,10 +95,13 @@ class DTSteps(Pipelined):
                 torch.cuda.manual_seed(seed)  # this rank's device only
             yield
 
-    def steps(self, x: Tensor, ctx: Context, stage: Stage, mine: set[int]) -> tuple[dict[str, float], float]:
-        """The step's blocks that are in ``mine``, each followed by the head's step when it is
-        in ``mine``. Returns the per-layer losses and Σ_t L_t (complete only in one process)."""
-        y = ctx.y
+    def step_positions(self, h: Any, ctx: Context, stage: Stage,
+                       positions: Sequence[tuple[int, ...]]) -> tuple[Any, Losses]:
+        """The step's blocks held in ``positions``, each followed by the head's step when the head
+        is held too; the batch travels on unchanged. With every position (one process) ``loss`` is
+        the mean over the step's blocks of L_t = CE + KL + L2."""
+        mine = {i for pos in positions for i in pos}
+        x, y = h, ctx.y
         assert y is not None
         if self.schedule_mode == "greedy":
             ts = [stage.layers[0] + 1]
@@ -96,36 +110,36 @@ class DTSteps(Pipelined):
         embed = self.embed_on(x)
         u = embed[y]
         head = self.layers[self.T] if self.T in mine else None
-        logs: dict[str, float] = {}
-        total = 0.0
+        logs: Losses = {}
+        total: list[Tensor] = []
         # One stream per (step, block t, part): 0 the block's step, 1 the head's step after it.
-        base = int(self.noise_seed) * 1_000_003 + int(self.step_count) * 2 * (self.T + 1)
+        base = self.host["seed"] * 1_000_003 + self.host["steps"] * 2 * (self.T + 1)
         for t in ts:
-            l2, terms = 0.0, []
+            l2: Tensor | None = None
+            terms: list[tuple[float, Tensor]] = []
             if t - 1 in mine:
                 with self._seeded(x, (base + 2 * t) % 2**63):
-                    bar = float(self.alpha_bar[t - 1])
+                    bar, weight = self.host["alpha_bar"][t - 1], self.host["weight"][t]
                     z = math.sqrt(bar) * u + math.sqrt(1 - bar) * torch.randn_like(u)
-                    weight = float(self.weight[t])
                     ctx_t = Context(y, self.num_classes, {"z": z, "embed": embed, "target": u, "weight": weight})
-                    logits, loss = self.local_layers[t - 1].train_step(x, ctx_t)
-                l2, terms = float(loss), [(weight, logits)]
+                    logits, l2 = self.local_layers[t - 1].train_step(x, ctx_t)
+                terms = [(weight, logits)]
                 logs[f"loss/block{t}"] = l2
             if isinstance(head, NoPropHead):
                 with self._seeded(x, (base + 2 * t + 1) % 2**63):
                     eps = torch.randn(len(y), head.dim, device=u.device, dtype=u.dtype)
                     _, head_loss = head.train_step(eps, Context(y, self.num_classes, {"block_terms": terms}))
                 # L_t = CE + KL + L2; the head's loss already holds the L2 term when W_Embed is learned.
-                kl_l2 = float(head_loss - head.last_ce) if head.trainable else l2
-                total += float(head.last_ce) + kl_l2
-                logs["loss/head_ce"] = float(head.last_ce)
+                if head.trainable:
+                    total.append(head_loss)
+                elif l2 is not None:
+                    total.append(head.last_ce + l2)
+                logs["loss/head_ce"] = head.last_ce
         self.step_count += 1
-        return logs, total / len(ts)
-
-    def pipeline_step(self, h: Any, ctx: Context, stage: Stage,
-                      positions: Sequence[tuple[int, ...]]) -> tuple[Any, dict[str, float]]:
-        """This rank's blocks (and the head); the batch travels on unchanged."""
-        return h, self.steps(h, ctx, stage, {i for pos in positions for i in pos})[0]
+        self.host["steps"] += 1
+        if total and len(mine) == len(self.layers):  # the objective is whole in one process only
+            logs["loss"] = torch.stack(total).sum() / len(ts)
+        return h, logs
 
     # ---------------------------------------------------------------------------- inference
     def denoise(self, t: int, x: Tensor, z: Tensor, embed: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,19 +157,18 @@ class DTSteps(Pipelined):
             return torch.randn(shape, device=x.device)
         return torch.zeros(shape, device=x.device)
 
-    def pipeline_eval_input(self, batch: Any) -> tuple[Any, Context]:
-        x, y = self.split_batch(batch)
-        return self.start_latent(x, self.embed_on(x)), Context(y, self.num_classes, {"x": x})
+    def eval_input(self, x: Any, stage: Stage | None = None) -> tuple[Any, Context]:
+        """z_0, with the image in the context (every block reads it)."""
+        return self.start_latent(x, self.embed_on(x)), Context(None, self.num_classes, {"x": x})
 
-    def pipeline_eval(self, p: int, h: Any, ctx: Context, stage: Stage | None,
-                      vote: bool) -> tuple[Any, Tensor | None]:
+    def run_position(self, p: int, h: Any, ctx: Context, vote: bool) -> tuple[Any, Tensor | None]:
         """Block p+1 carries z on (its logits vote in a greedy unit); the head scores z_T."""
         if p == self.T:
             return h, self.layers[self.T](h)
         logits, z = self.denoise(p + 1, ctx["x"], h, self.embed_on(h))
         return z, logits if vote else None
 
-    def pipeline_votes(self, stage: Stage | None) -> tuple[int, ...]:
+    def votes(self, stage: Stage | None) -> tuple[int, ...]:
         """The head for the prediction (and the joint unit); block t's own logits for greedy unit t."""
         if stage is not None and self.schedule_mode == "greedy":
             return (stage.layers[0],)

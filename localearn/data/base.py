@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,14 @@ class DataBundle:
     def num_batches(self, batch_size: int) -> int:
         return max(self.num_train // batch_size, 1)
 
+    def nbytes(self) -> int | None:
+        """Bytes of the tensors this bundle holds in memory (None: it streams from loaders)."""
+        return None
+
+    def to(self, device: torch.device) -> DataBundle:
+        """This bundle with its in-memory tensors on ``device`` (itself when it has none)."""
+        return self
+
 
 @dataclass
 class ImageData(DataBundle):
@@ -65,12 +74,23 @@ class ImageData(DataBundle):
     def num_train(self) -> int:
         return int(self.y_train.shape[0])
 
+    def nbytes(self) -> int | None:
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
+    def to(self, device: torch.device) -> ImageData:
+        """A copy held on ``device`` (shuffled there, in the same seeded order as on the CPU)."""
+        moved: dict[str, Any] = {k: t.to(device) for k, t in self._tensors().items()}
+        return dataclasses.replace(self, **moved)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {f"{v}_{s}": getattr(self, f"{v}_{s}") for v in "xy" for s in ("train", "val", "test")}
+
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         """Shuffled batches with ``drop_last`` (the protocol's loader settings)."""
         n = self.num_train
         if n < batch_size:  # tiny datasets: one smaller batch instead of none
             batch_size = n
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator).to(self.y_train.device)  # the CPU's seeded order
         for start in range(0, n - batch_size + 1, batch_size):
             idx = perm[start : start + batch_size]
             x = self.x_train[idx]
@@ -87,3 +107,19 @@ class ImageData(DataBundle):
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}")
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+
+def place_data(data: DataBundle, device: torch.device, mode: str = "auto") -> DataBundle:
+    """``data`` for training on ``device`` (``--data-on-device``): an in-memory dataset moves to a
+    CUDA device once (``auto``: when it takes at most a quarter of the free memory; ``on``: always)
+    and is shuffled there; DataLoaders stay on the host and pin their batches for non-blocking copies."""
+    if device.type != "cuda" or mode == "off":
+        return data
+    size = data.nbytes()
+    if size is None:
+        for loader in getattr(data, "loaders", {}).values():
+            loader.pin_memory = True  # read when the loader starts an iteration
+        return data
+    if mode == "auto" and size > torch.cuda.mem_get_info(device)[0] // 4:
+        return data
+    return data.to(device)

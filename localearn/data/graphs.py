@@ -27,6 +27,7 @@ are first copied into a writable cache, ``$LOCALEARN_CACHE_DIR/GROUP`` (default
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -81,6 +82,13 @@ class GraphData(DataBundle):
 
     def num_batches(self, batch_size: int) -> int:
         return 1
+
+    def nbytes(self) -> int | None:
+        return sum(v.numel() * v.element_size() for _, v in self.graph if isinstance(v, torch.Tensor))
+
+    def to(self, device: torch.device) -> GraphData:
+        """A copy whose graph lives on ``device``."""
+        return dataclasses.replace(self, graph=self.graph.to(device))
 
 
 def node_mask(batch: Any) -> Tensor:

@@ -83,17 +83,19 @@ def _bundle(
 
 
 def cifar_augment(x: Tensor) -> Tensor:
-    """RandomCrop(32, padding 4, reflect) + RandomHorizontalFlip(0.5), per sample."""
-    n, _, h, w = x.shape
+    """RandomCrop(32, padding 4, reflect) + RandomHorizontalFlip(0.5), per sample, as one gather
+    on ``x``'s device (no per-sample Python loop, no host read of the random draws)."""
+    n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
-    dy = torch.randint(0, 9, (n,))
-    dx = torch.randint(0, 9, (n,))
-    flip = torch.rand(n) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    dy = torch.randint(0, 9, (n,)).to(x.device)
+    dx = torch.randint(0, 9, (n,)).to(x.device)
+    flip = (torch.rand(n) < 0.5).to(x.device)
+    ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    rows = dy[:, None] + ar_h  # (n, h)
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (n, w), mirrored when flipped
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 # --------------------------------------------------------------------------------------- digits

@@ -56,7 +56,7 @@ class Parallel:
         """The training batches this rank steps on in one epoch."""
         return batches
 
-    def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, float]:
+    def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, torch.Tensor]:
         """One training step of this rank."""
         return dict(learner.train_step(batch, stage))
 

@@ -2,7 +2,7 @@
 
 Rank 0 loads the batch and builds the layer context (``learner.make_context``: labels, FF's
 negatives, ForwardGNN's graph); every rank runs its positions of the learner's chain
-(``learner.pipeline_step``, by default ``LocalLearner.chain``: the unit's layers step through
+(``learner.step_positions``, the same code one process runs: the unit's layers step through
 ``LocalLayer.train_step``, frozen ones run under no-grad) and sends its detached output and the
 context's tensors to the next rank (:mod:`.transport`). A layer's output on batch t is computed
 before its own step on t, in one process as here, so the pipelined joint schedule computes
@@ -10,12 +10,12 @@ exactly what the single-process joint schedule computes; only the order in which
 layers work on different batches changes. A greedy unit is pipelined too: the ranks before it
 stream the frozen prefix while it trains; ranks after it wait.
 
-Evaluation runs through the same pipeline: rank 0 builds the evaluation input
-(``learner.pipeline_eval_input``), each rank runs its positions (``learner.pipeline_eval``) and
-adds the class scores of those that vote (``learner.pipeline_votes``) to a running sum that
-travels with the activations, and the rank holding the last vote turns the sum into scores
-(``learner.pipeline_scores``), scores them and broadcasts loss and accuracy, so the stopping rule
-decides alike everywhere.
+Evaluation runs through the same chain: rank 0 builds the evaluation input
+(``learner.eval_input``), each rank runs its positions (``learner.run_position``) and adds the
+votes of those that vote (``learner.votes``) to a running sum that travels with the activations,
+and the rank holding the last vote applies the prediction rule (``learner.combine``), scores the
+result with the run's task (``Task.batch_totals``, as one process does) and broadcasts the totals,
+so the stopping rule decides alike everywhere.
 
 With ``replicas`` D > 1 (``--replicas``) the ranks form D copies of a pipeline of world/D ranks:
 each copy's first rank takes its share of every batch's rows, the share travels with the
@@ -23,10 +23,10 @@ activations, and the copies of one layer group average their gradients before ea
 (:class:`~localearn.distributed.ddp.Replicas`, over a process group of just those ranks), so the
 result is that of one process with the whole batch. Copy 0 evaluates; the others wait for its result.
 
-A learner opts in by deriving from :class:`~localearn.distributed.pipelined.Pipelined`; one whose
-layers need something from later layers sets ``pipeline_refusal`` to the reason instead (CCL's
-feedback network, collaborative FF's summed goodness, CaFo-DFA's error), and
-``--parallel pipeline`` refuses it.
+Every learner declares its chain (:mod:`localearn.learner`); one whose layers need something from
+later layers sets ``pipeline_refusal`` to the reason (CCL's feedback network, collaborative FF's
+summed goodness, CaFo-DFA's error), and ``--parallel pipeline`` refuses it, as it refuses a chain of
+one position.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 from localearn.distributed import RankBase
@@ -48,6 +47,7 @@ from localearn.layer import Context, LocalLayer
 from localearn.utils import to_device
 
 SHARE = "localearn/share"  # a message's rows share under --replicas (not a context value)
+ROWS = "localearn/rows"  # the scored rows of an evaluation batch (graph learners' node mask)
 
 
 class Elsewhere(LocalLayer):
@@ -102,7 +102,8 @@ class PipelineParallel(RankBase):
     # ---------------------------------------------------------------------------------- setup
     def setup(self, trainer: Any) -> None:
         learner = trainer.learner
-        reason = getattr(learner, "pipeline_refusal", "it does not declare a pipeline split")
+        positions = learner.positions()
+        reason = learner.pipeline_refusal or ("its chain is one position" if len(positions) < 2 else "")
         if reason:
             raise ConfigError(f"{learner.name} cannot run --parallel pipeline: {reason}")
         if learner.task != "classification":
@@ -110,7 +111,6 @@ class PipelineParallel(RankBase):
         if self.replicas is not None and learner.ddp_refusal:
             raise ConfigError(f"{learner.name} cannot run --replicas: {learner.ddp_refusal}")
         self._classes = learner.num_classes
-        positions = learner.pipeline_positions()
         self.position = {i: p for p, pos in enumerate(positions) for i in pos}
         layers = learner.local_layers
         sizes = [sum(q.numel() for i in pos for q in layers[i].parameters()) for pos in positions]
@@ -154,7 +154,7 @@ class PipelineParallel(RankBase):
             assert h is not None
             yield Received(h, unpack_context(tensors, scalars, self._classes))
 
-    def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, float]:
+    def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, Tensor]:
         last = self._last(stage)
         if isinstance(batch, Received):
             h, ctx = batch.h, batch.ctx
@@ -162,13 +162,14 @@ class PipelineParallel(RankBase):
             ctx = learner.make_context(batch)
             h = ctx.inputs if ctx.inputs is not None else learner.split_batch(batch)[0]
         mine = self._positions[self.mine.start:min(self.mine.stop, last + 1)]
-        h, losses = learner.pipeline_step(h, ctx, stage, mine)
+        h, losses = learner.step_positions(h, ctx, stage, mine)
         if self.mine.stop <= last:  # a later rank trains or forwards for this unit
             tensors, scalars = pack_context(ctx)
             if self.replicas is not None:
                 scalars[SHARE] = self.replicas.share
             self.link.send(self.rank + 1, "train", {"h": h, **tensors}, scalars)
-        losses["loss"] = sum(losses.values()) / max(len(losses), 1)
+        if losses and "loss" not in losses:  # this rank's share of the step's losses
+            losses["loss"] = torch.stack(list(losses.values())).mean()
         return losses
 
     def end_epoch(self, trainer: Any) -> None:
@@ -182,21 +183,25 @@ class PipelineParallel(RankBase):
     def evaluate(self, trainer: Any, split: str, stage: Any) -> dict[str, float]:
         learner = trainer.learner
         learner.eval()
-        votes = tuple(learner.pipeline_votes(stage))
+        votes = tuple(learner.votes(stage))
         need = max(votes)
         owner = self._owner(need)
-        totals = torch.zeros(3, dtype=torch.float64)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         if self.replica == 0 and self.pipe_rank <= owner:  # replica 0 scores; the others wait
             for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
                 if self.pipe_rank == 0:
-                    h, ctx = learner.pipeline_eval_input(to_device(batch, self.device))
+                    batch = to_device(batch, self.device)
+                    x, y = learner.split_batch(batch)
+                    h, ctx = learner.eval_input(x, stage)
+                    ctx.y = y  # the labels and the scored rows travel to the last voter
+                    ctx.extras[ROWS] = learner.eval_rows(batch)
                     scores = None
                 else:
                     tensors, scalars = self.link.recv(self.rank - 1, "eval")
                     h, scores = tensors.pop("h"), tensors.pop("scores")
                     ctx = unpack_context(tensors, scalars, self._classes)
                 for p in range(self.mine.start, min(self.mine.stop, need + 1)):
-                    h, s = learner.pipeline_eval(p, h, ctx, stage, p in votes)
+                    h, s = learner.run_position(p, h, ctx, p in votes)
                     if s is not None:
                         scores = s if scores is None else scores + s
                 if self.pipe_rank < owner:
@@ -204,16 +209,14 @@ class PipelineParallel(RankBase):
                     self.link.send(self.rank + 1, "eval", {"h": h, "scores": scores, **tensors}, scalars)
                 else:
                     assert scores is not None and ctx.y is not None
-                    y, final = ctx.y, learner.pipeline_scores(scores, stage).float()
-                    totals += torch.tensor([float(F.cross_entropy(final, y, reduction="sum")),
-                                            float((final.argmax(1) == y).sum()), float(y.shape[0])],
-                                           dtype=torch.float64)
+                    final, rows = learner.combine(scores, stage), ctx.extras.pop(ROWS, None)
+                    totals += trainer.task.batch_totals(final if rows is None else final[rows], ctx.y)
             if self.pipe_rank < owner:
                 self.link.flush(self.rank + 1)
-        totals = totals.to(self.device)
         guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
-        n = max(float(totals[2]), 1.0)
-        return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "samples": int(totals[2])}
+        loss_sum, metric_sum, n = totals.tolist()
+        metric = trainer.task.metric
+        return {"loss": loss_sum / max(n, 1.0), metric: metric_sum / max(n, 1.0), "samples": int(n)}
 
     def link_flush(self) -> None:
         if self.pipe_rank + 1 < self.pipe_size:

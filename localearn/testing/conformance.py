@@ -18,20 +18,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from localearn.learner import LocalLearner, Stage
+from localearn.learner import LocalLearner
 from localearn.registry import get_algorithm
 from localearn.trainer import make_optimizer_factory
+from localearn.update import UpdatePolicy, centralize_gradients
 from localearn.utils import seed_everything
 
 
 @dataclass
 class Fixture:
-    """A small learner, its optimizers configured, and one fixed training batch."""
+    """A small learner, its optimizers configured, its update policy, and one fixed training batch."""
 
     learner: LocalLearner
     batch: Any
     inputs: Any
     num_classes: int
+    policy: UpdatePolicy
 
 
 def _digits_batch(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +65,19 @@ def make_fixture(name: str, seed: int = 0, **overrides: Any) -> Fixture:
         batch, inputs = (x, y), x
     opt = learner.default_optimizer
     learner.configure_optimizers(make_optimizer_factory(opt["name"], opt["lr"], opt.get("weight_decay", 0.0)))
-    return Fixture(learner, batch, inputs, learner.num_classes)
+    policy = UpdatePolicy(**learner.update_defaults).attach(learner)  # as the Trainer does
+    return Fixture(learner, batch, inputs, learner.num_classes, policy)
 
 
-def _train_all(fx: Fixture, steps: int) -> list[float]:
+def train_all(fx: Fixture, steps: int) -> list[float]:
     """``steps`` passes of every stage over the fixed batch; the loss of each step."""
     losses = []
     for _ in range(steps):
         for stage in fx.learner.stages():
             fx.learner.start_epoch(stage, 1, 1)  # each pass over the fixed batch: one epoch
-            losses.append(fx.learner.train_step(fx.batch, stage)["loss"])
+            fx.policy.start_epoch(fx.learner.optimizers(), 1, 1)
+            losses.append(float(fx.learner.train_step(fx.batch, stage)["loss"]))
+            fx.policy.finish_step()  # a network-wide clip steps here, as in the Trainer
     return losses
 
 
@@ -106,7 +111,7 @@ def check_no_gradient_crosses_layers(name: str) -> None:
     owned = [{names[id(p)] for g in opt.param_groups for p in g["params"]} for opt in learner.optimizers()]
     seen: list[tuple[int, set[str]]] = []
     with _spy_on_steps(learner, lambda i, s: seen.append((i, s))):
-        _train_all(fx, 1)
+        train_all(fx, 1)
     assert seen, f"{name}: train_step never stepped an optimizer"
     for i, with_grad in seen:
         foreign = with_grad - owned[i]
@@ -121,7 +126,7 @@ def check_no_gradient_crosses_layers(name: str) -> None:
 def check_loss_falls(name: str, steps: int = 30) -> None:
     """Repeated steps on one fixed batch lower the training loss."""
     fx = make_fixture(name)
-    losses = _train_all(fx, steps)
+    losses = train_all(fx, steps)
     k = max(len(losses) // 5, 1)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     assert last < first, f"{name}: loss did not fall on a fixed batch ({first:.4f} -> {last:.4f})"
@@ -139,7 +144,7 @@ def check_deterministic(name: str) -> None:
     for _ in range(2):
         fx = make_fixture(name, seed=123)
         seed_everything(7)
-        _train_all(fx, 3)
+        train_all(fx, 3)
         runs.append((fx.learner.state_dict(), _predict(fx)))
     (sd_a, p_a), (sd_b, p_b) = runs
     for key in sd_a:
@@ -150,7 +155,7 @@ def check_deterministic(name: str) -> None:
 def check_state_dict_round_trip(name: str) -> None:
     """A state dict saved and loaded into a fresh learner reproduces its predictions."""
     fx = make_fixture(name, seed=1)
-    _train_all(fx, 2)
+    train_all(fx, 2)
     buf = io.BytesIO()
     torch.save(fx.learner.state_dict(), buf)
     buf.seek(0)
@@ -183,7 +188,7 @@ def check_runs_without_triton(name: str) -> None:
         sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
         os.environ["LOCALEARN_KERNELS"] = "torch"
         fx = make_fixture(name)
-        _train_all(fx, 1)
+        train_all(fx, 1)
         assert torch.isfinite(_predict(fx)).all(), f"{name}: non-finite scores without Triton"
     finally:
         del sys.modules["triton"]
@@ -194,14 +199,33 @@ def check_runs_without_triton(name: str) -> None:
             os.environ["LOCALEARN_KERNELS"] = env
 
 
+def _as_the_policy_would(policy: UpdatePolicy, layer: Any, grads: dict[int, Tensor]) -> None:
+    """Centralise and clip ``grads`` (parameter id -> gradient) in place as ``policy`` would treat
+    this layer's own gradient alone: one clip per clip group of the layer's optimizer."""
+    if policy.grad_centralization:
+        centralize_gradients(grads.values())
+    if policy.grad_clip > 0 and layer.optimizer is not None:
+        groups: dict[str, list[Tensor]] = {}
+        for group in layer.optimizer.param_groups:
+            key = str(group.get("clip_group", "all"))
+            groups.setdefault(key, []).extend(grads[id(p)] for p in group["params"] if id(p) in grads)
+        for members in groups.values():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in members]))
+            coef = (policy.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+            for g in members:
+                g.mul_(coef)
+
+
 def check_declared_coupling(name: str) -> None:
     """A learner that says it is block-local updates every layer from its own local loss alone.
 
     Each ``LocalLayer.forward_loss`` call is wrapped to take the gradient of that loss with
     respect to the layer's own parameters (in the same call, so side effects such as running
-    statistics happen once); every optimizer step must then use exactly that gradient. A learner
-    whose update mixes in anything else (a clip coefficient over other layers, a global loss)
-    must set ``block_local = False`` and say what couples it in ``coupling``.
+    statistics happen once), transformed as the learner's update policy transforms a layer's own
+    gradient (centralisation, a clip per clip group of the layer); every optimizer step must then
+    use exactly that gradient. A learner whose update mixes in anything else (a clip coefficient
+    over other layers, a global loss) must set ``block_local = False`` and say what couples it in
+    ``coupling``.
     """
     fx = make_fixture(name)
     learner = fx.learner
@@ -214,12 +238,14 @@ def check_declared_coupling(name: str) -> None:
         original = layer.forward_loss
         params = [p for p in layer.parameters() if p.requires_grad]
 
-        def wrapped(x: Any, ctx: Any, _orig: Any = original, _params: list[Any] = params) -> Any:
+        def wrapped(x: Any, ctx: Any, _orig: Any = original, _params: list[Any] = params,
+                    _layer: Any = layer) -> Any:
             h, loss = _orig(x, ctx)
             if loss.requires_grad and _params:
                 grads = torch.autograd.grad(loss, _params, retain_graph=True, allow_unused=True)
-                for p, g in zip(_params, grads, strict=True):
-                    expected[id(p)] = None if g is None else g.detach().clone()
+                own = {id(p): g.detach().clone() for p, g in zip(_params, grads, strict=True) if g is not None}
+                expected.update({id(p): own.get(id(p)) for p in _params})
+                _as_the_policy_would(fx.policy, _layer, own)
             return h, loss
 
         layer.forward_loss = wrapped  # type: ignore[method-assign]
@@ -237,7 +263,7 @@ def check_declared_coupling(name: str) -> None:
 
     try:
         with _spy_on_steps(learner, record):
-            _train_all(fx, 2)
+            train_all(fx, 2)
     finally:
         for layer, original in restore:
             layer.forward_loss = original  # type: ignore[method-assign]
@@ -246,16 +272,3 @@ def check_declared_coupling(name: str) -> None:
         f"their own layer's local-loss gradient: {sorted(set(mismatches))[:5]} (declare "
         f"block_local = False and describe the coupling)"
     )
-
-
-CHECKS: dict[str, Callable[[str], None]] = {
-    "no_gradient_crosses_layers": check_no_gradient_crosses_layers,
-    "loss_falls": check_loss_falls,
-    "deterministic": check_deterministic,
-    "state_dict_round_trip": check_state_dict_round_trip,
-    "predict_shape": check_predict_shape,
-    "runs_without_triton": check_runs_without_triton,
-    "declared_coupling": check_declared_coupling,
-}
-
-__all__ = ["CHECKS", "Fixture", "Stage", "make_fixture"]

@@ -19,6 +19,7 @@ import localearn
 from localearn import TrainConfig, Trainer, load_dataset
 from localearn.data.base import ImageData
 from localearn.errors import ConfigError
+from localearn.update import UpdatePolicy
 from localearn.utils import seed_everything
 
 ARCH = "mlp:784-256-64-256"  # the benchmark's MLP autoencoder
@@ -86,6 +87,7 @@ def test_gradient_centralisation_and_clip_apply_before_each_step() -> None:
                   grad_centralization=True)
     seen: list[tuple[float, float]] = []
     opt = bp.configure_optimizers(lambda params: torch.optim.SGD(params, lr=0.0))[0]
+    UpdatePolicy(**bp.update_defaults).attach(bp)  # what the Trainer does: its update policy clips
     opt.register_step_pre_hook(lambda o, a, k: seen.append((
         float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in bp.parameters()]))),
         max(float(p.grad.mean(1).abs().max()) for p in bp.parameters() if p.dim() > 1))))

@@ -241,11 +241,11 @@ def test_feature_cache_is_exact_and_invalidated_when_blocks_change() -> None:
     with torch.no_grad():
         direct = learner.blocks[2](learner.blocks[1](learner.blocks[0](x)))
         mixed = torch.cat([x[:10], x[:5] + 1.0])  # 10 hits, 5 misses
-        cached = learner._features(mixed, 2, training=False)
+        cached = learner._features(mixed, [0, 1, 2], training=False)
         assert torch.equal(cached[:10], direct[:10])
         with torch.no_grad():
             learner.blocks[1].body[0].weight.mul_(2.0)  # any change of a block drops the memo
-        fresh = learner._features(x, 2, training=False)
+        fresh = learner._features(x, [0, 1, 2], training=False)
     assert not torch.equal(fresh, direct)
     assert learner.cache.rows == 96 and learner.cache.hits == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from localearn.learner import Stage
 from localearn.measure.memory import SavedTensorMeter
 from localearn.testing.conformance import _digits_batch
 from localearn.trainer import make_optimizer_factory
+from localearn.update import UpdatePolicy
 from localearn.utils import seed_everything
 
 
@@ -44,6 +46,16 @@ def _conv(seq: torch.nn.Module | None) -> torch.Tensor:
 
 def _stage(learner: CounterCurrent) -> Stage:
     return learner.stages()[0]
+
+
+def _step(learner: CounterCurrent, batch: Any) -> dict[str, torch.Tensor]:
+    """One training step under the learner's update policy (clip, warm-up, centralisation), as the
+    Trainer runs it: the network-wide clip steps the parked pairs in ``finish_step``."""
+    if not hasattr(learner, "_policy"):
+        learner._policy = UpdatePolicy(**learner.update_defaults).attach(learner)
+    logs = learner.train_step(batch, _stage(learner))
+    learner._policy.finish_step()
+    return logs
 
 
 # ------------------------------------------------------------------------------ pair losses
@@ -108,7 +120,7 @@ def test_feedback_network_is_fed_the_class_one_hots_not_the_labels() -> None:
     top_g.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
     x, _ = _digits_batch(8)
     y = torch.zeros(8, dtype=torch.long)  # one class only: I_C must still be the input
-    learner.train_step((x, y), _stage(learner))
+    _step(learner, (x, y))
     assert seen and all(torch.equal(s, torch.eye(10)) for s in seen)
 
 
@@ -163,7 +175,7 @@ def test_pairwise_updates_equal_one_backward_over_the_summed_reference_loss(clip
         for side in (ref_f, ref_g):
             assert float(torch.nn.utils.clip_grad_norm_(side, clip)) > 2 * clip  # the clip is active
     before = [w.detach().clone() for w in wf + wg]
-    learner.train_step((x, y), _stage(learner))
+    _step(learner, (x, y))
     for w, w0, ref in zip(wf + wg, before, ref_f + ref_g, strict=True):
         assert ref.grad is not None
         torch.testing.assert_close(w.detach() - w0, -ref.grad, rtol=1e-4, atol=1e-6)
@@ -176,7 +188,7 @@ def test_pairwise_backward_frees_each_graph_before_the_next_pair() -> None:
     x, y = _digits_batch(64)
     meter = SavedTensorMeter(list(learner.parameters()))
     with meter:
-        learner.train_step((x, y), _stage(learner))
+        _step(learner, (x, y))
     # the peak is one pair's graph, not the sum of all pairs (one summed backward would keep all)
     assert meter.peak_bytes == max(meter.per_layer.values())
     assert meter.peak_bytes < 0.5 * sum(meter.per_layer.values())
@@ -191,7 +203,7 @@ def test_gradient_centralization_centres_each_weight_update(clip_scope: str) -> 
     _sgd(learner, lr=1.0)  # no momentum, a clip too loose to act: the update is minus the gradient
     weights = [w for w in learner.parameters() if w.dim() > 1]
     before = [w.detach().clone() for w in weights]
-    learner.train_step(_digits_batch(32), _stage(learner))
+    _step(learner, _digits_batch(32))
     for w, w0 in zip(weights, before, strict=True):
         step = w.detach() - w0
         assert step.abs().max() > 0
@@ -201,12 +213,15 @@ def test_gradient_centralization_centres_each_weight_update(clip_scope: str) -> 
 def test_warmup_scales_the_loss_and_filter_target_masks_confident_samples() -> None:
     x, y = _digits_batch(16)
     losses = []
-    for warmup in (0, 10):
+    for warmup in (0, 10):  # no clip: the step is lr x the (warmed-up) gradient
         seed_everything(0)
-        learner = CounterCurrent("mlp:2x16", (1, 8, 8), 10, warmup_steps=warmup)
+        learner = CounterCurrent("mlp:2x16", (1, 8, 8), 10, warmup_steps=warmup, grad_clip=0.0)
         _sgd(learner)
-        losses.append(learner.train_step((x, y), _stage(learner))["loss"])
-    assert losses[1] == pytest.approx(losses[0] / 10, rel=1e-5)  # step 0: (0 + 1) / 10
+        before = [w.detach().clone() for w in learner.parameters()]
+        _step(learner, (x, y))
+        losses.append(torch.cat([(w.detach() - b).flatten() for w, b in zip(learner.parameters(), before,
+                                                                               strict=True)]))
+    torch.testing.assert_close(losses[1], losses[0] / 10)  # step 0 of the warm-up: (0 + 1) / 10
     seed_everything(0)
     learner = CounterCurrent("mlp:2x16", (1, 8, 8), 10, filter_target=True)
     with torch.no_grad():
@@ -348,7 +363,7 @@ def _ae_mse_over_mean_image(learner: CounterCurrent, train: torch.Tensor, test: 
     for _ in range(epochs):
         perm = torch.randperm(len(train), generator=g)
         for s in range(0, len(train) - 63, 64):
-            learner.train_step((train[perm[s : s + 64]], labels), _stage(learner))
+            _step(learner, (train[perm[s : s + 64]], labels))
     with torch.no_grad():
         mse = F.mse_loss(learner.eval().reconstruct(test), test).item()
     assert math.isfinite(mse)

@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 import torch
 from localearn.algorithms.forward_forward import ForwardForward, ops
-from localearn.algorithms.forward_forward import layers as ff_learner_module
+from localearn.kernels import ff_layer as ff_layer_module
 
 import localearn
 from localearn.errors import ConfigError
 from localearn.testing.conformance import make_fixture
 from localearn.trainer import make_optimizer_factory
-
-pytestmark = pytest.mark.filterwarnings("ignore:forward_forward cooldown")
+from localearn.update import UpdatePolicy
 
 
 def _fit(**kw: Any) -> dict[str, Any]:
@@ -161,14 +160,14 @@ def test_collab_gamma_is_detached_and_gradient_reaches_layer_l_only(
             h = layer(h)
             logits.append(layer.logit(h))
     seen: list[torch.Tensor | None] = []
-    original = ff_learner_module.ff_layer  # FFLayer.forward_loss calls the fused op
+    original = ff_layer_module.ff_layer  # FFLayer's fused op, looked up by the kernel dispatch
 
     def spy(*args: Any, gamma: torch.Tensor | None = None, **kwargs: Any) -> Any:
         seen.append(gamma)
         assert gamma is None or not gamma.requires_grad
         return original(*args, gamma=gamma, **kwargs)
 
-    monkeypatch.setattr(ff_learner_module, "ff_layer", spy)
+    monkeypatch.setattr(ff_layer_module, "ff_layer", spy)
     owned = [set(map(id, opt.param_groups[0]["params"])) for opt in learner.optimizers()]
     steps: list[bool] = []
     for i, opt in enumerate(learner.optimizers()):
@@ -195,15 +194,19 @@ def test_collab_gamma_is_detached_and_gradient_reaches_layer_l_only(
 def test_cooldown_schedule_matches_formula() -> None:
     ff = ForwardForward("mlp:16-8", input_shape=(16,), prediction="linear")
     ff.configure_optimizers(make_optimizer_factory("sgd", 0.1, 0.0))
+    policy = UpdatePolicy(**ff.update_defaults)  # FF declares the cool-down; the Trainer's policy runs it
+    assert policy.lr_schedule == "cooldown"
     lrs = []
     for e in range(1, 11):
-        ff.set_epoch(e, 10)
+        policy.start_epoch(ff.optimizers(), e, 10)
         lrs.append([g["lr"] for opt in ff.optimizers() for g in opt.param_groups])
     cooled = [0.1 * 2 * (11 - e) / 10 for e in range(6, 11)]
     assert [round(v[0], 6) for v in lrs] == [0.1] * 5 + [round(v, 6) for v in cooled]
     assert lrs[-1][-1] == pytest.approx(1e-2 * 2 / 10)  # the classifier cools down too
-    ff.set_epoch(2, 3)  # odd E: 2·(1+3−2)/3 = 4/3 is capped at 1
+    policy.start_epoch(ff.optimizers(), 2, 3)  # odd E: 2·(1+3−2)/3 = 4/3 is capped at 1
     assert ff.optimizers()[0].param_groups[0]["lr"] == pytest.approx(0.1)
+    assert UpdatePolicy(**ForwardForward("mlp:16-8", input_shape=(16,), cooldown=False).update_defaults
+                        ).lr_schedule == "constant"
 
 
 def test_trainer_epoch_start_hook_drives_the_cooldown() -> None:

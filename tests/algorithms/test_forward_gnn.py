@@ -180,10 +180,10 @@ def test_eval_aggregation_last_uses_the_last_layer_only() -> None:
     assert isinstance(learner, ForwardGNN)
     learner.eval()
     with torch.no_grad():
-        last = learner._layer_outputs(g)[-1]
-        assert torch.allclose(learner.predict(g), torch.log_softmax(last, 1), atol=1e-6)
+        per_layer = learner.layer_scores(g)  # each layer's softmax of its virtual-node logits
+        assert torch.allclose(learner.predict(g), per_layer["layer1"].log(), atol=1e-6)
         learner.eval_aggregation = "sum_layers"
-        probs = torch.stack([torch.softmax(o, 1) for o in learner._layer_outputs(g)]).mean(0)
+        probs = torch.stack(list(per_layer.values())).mean(0)
         assert torch.allclose(learner.predict(g).exp(), probs, atol=1e-5)
 
 

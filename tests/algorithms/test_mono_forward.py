@@ -56,7 +56,7 @@ def test_prediction_rules_and_input_head() -> None:
     torch.testing.assert_close(summed.predict(x), g[0] + g[1])
     m0 = create_learner("mf", arch="mlp:2x16", input_shape=(1, 8, 8), input_head=True)
     assert [s.name for s in m0.stages()] == ["layer0", "layer1", "layer2"]
-    assert m0.predict(x).shape == (6, 10) and list(m0.layer_scores(x)) == ["layer1", "layer2"]
+    assert m0.predict(x).shape == (6, 10) and list(m0.layer_scores(x)) == ["layer0", "layer1", "layer2"]
 
 
 def test_greedy_stage_trains_only_its_layer() -> None:

@@ -16,13 +16,13 @@ from localearn.kernels import configure_layers, triton_available
 
 import localearn
 from localearn.errors import ConfigError
-from localearn.testing.conformance import _train_all, make_fixture
+from localearn.testing.conformance import make_fixture, train_all
 
 EQUIVALENCE = textwrap.dedent(
     """
     import torch
     from localearn.kernels import configure_layers
-    from localearn.testing.conformance import _train_all, make_fixture
+    from localearn.testing.conformance import train_all, make_fixture
     from localearn.utils import seed_everything
     import localearn
     for algo, opts in [("forward_forward", {"arch": "mlp:2x33", "goodness": "sum"}),
@@ -34,7 +34,7 @@ EQUIVALENCE = textwrap.dedent(
             fx = make_fixture(algo, seed=0, **opts)
             configure_layers(fx.learner, impl)
             seed_everything(1)  # the same negatives in both runs
-            losses = _train_all(fx, 4)
+            losses = train_all(fx, 4)
             used = {layer.kernel_used for layer in fx.learner.layers}
             assert used == {impl}, (algo, impl, used)
             runs.append((losses, fx.learner.state_dict()))
@@ -95,7 +95,7 @@ def test_compile_trains_the_same_as_eager(algo: str, opts: dict[str, Any]) -> No
         fx = make_fixture(algo, seed=0, **opts)
         configure_layers(fx.learner, "torch", compile=compile_)
         torch.manual_seed(1)
-        losses = _train_all(fx, 3)
+        losses = train_all(fx, 3)
         assert {layer.kernel_used for layer in fx.learner.layers} == {"compile" if compile_ else "torch"}
         runs.append((losses, fx.learner.state_dict()))
     torch.testing.assert_close(torch.tensor(runs[1][0]), torch.tensor(runs[0][0]), rtol=1e-4, atol=1e-5)
@@ -120,7 +120,7 @@ def test_policy_errors_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     fx = make_fixture("forward_forward")
     configure_layers(fx.learner, "triton")  # a CPU tensor without the interpreter: one clear error
     with pytest.raises(ConfigError, match="impl='triton' cannot run here"):
-        _train_all(fx, 1)
+        train_all(fx, 1)
 
 
 def test_cli_flags_reach_the_layers(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,9 +146,28 @@ def test_auto_turns_triton_on_only_where_default_on_lists_the_shape(monkeypatch:
     layer = make_fixture("forward_forward").learner.layers[0]
     x, w = torch.zeros(512, 64), torch.zeros(2000, 64)
     monkeypatch.setitem(k.DEFAULT_ON, "ff_layer", [])
-    assert k.layer_impl(layer, "ff_layer", x, w) == "torch" and layer.kernel_used == "torch"
+    assert k.choose(layer, "ff_layer", x, w) == "torch" and layer.kernel_used == "torch"
     monkeypatch.setitem(k.DEFAULT_ON, "ff_layer", [(torch.float32, 512, 2000)])
-    assert k.layer_impl(layer, "ff_layer", x, w) == "triton"
-    assert k.layer_impl(layer, "ff_layer", x[:511], w) == "torch"  # below the measured batch
+    assert k.choose(layer, "ff_layer", x, w) == "triton"
+    assert k.choose(layer, "ff_layer", x[:511], w) == "torch"  # below the measured batch
     layer.kernel_compile = True
-    assert k.layer_impl(layer, "ff_layer", x, w) == "compile"
+    assert k.choose(layer, "ff_layer", x, w) == "compile"
+
+
+def test_one_documented_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOCALEARN_KERNELS > --kernels triton > --compile > --kernels torch > auto (kernels/__init__.py)."""
+    import localearn.kernels as k
+
+    monkeypatch.setattr(k, "resolve_impl", lambda impl, *t: "triton" if impl in ("auto", "triton") else impl)
+    monkeypatch.setitem(k.DEFAULT_ON, "ff_layer", [(torch.float32, 1, 1)])  # auto would pick Triton
+    layer = make_fixture("forward_forward").learner.layers[0]
+    x, w = torch.zeros(8, 4), torch.zeros(4, 4)
+    cases = [  # (env, kernels, compile) -> implementation
+        ("torch", "triton", False, "torch"), ("triton", "torch", True, "triton"), ("", "triton", False, "triton"),
+        ("", "torch", True, "compile"), ("", "auto", True, "compile"), ("", "torch", False, "torch"),
+        ("", "auto", False, "triton"),
+    ]
+    for env, kernels, compile_, want in cases:
+        monkeypatch.setenv("LOCALEARN_KERNELS", env)
+        layer.kernel_impl, layer.kernel_compile = kernels, compile_
+        assert k.choose(layer, "ff_layer", x, w) == want == layer.kernel_used, (env, kernels, compile_)
