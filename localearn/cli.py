@@ -37,6 +37,13 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _blocks(text: str | None) -> int | str | None:
+    """``--blocks``: a count, or module names to cut after (comma-separated)."""
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localearn", description="Train neural networks without end-to-end backpropagation."
@@ -49,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=None,
                    help="dataset name (default: digits, or karate for graph learners; both bundled)")
     t.add_argument("--arch", default=None, help="architecture spec, e.g. mlp:2x1000, cnn:32-128-512")
+    t.add_argument("--model", default=None, metavar="SOURCE",
+                   help="train a model's blocks instead of --arch: torchvision:NAME, timm:NAME or "
+                   "package.module:factory")
+    t.add_argument("--blocks", default=None, metavar="K|NAME,NAME",
+                   help="with --model: K blocks (default 4), or module names to cut after (layer1,layer2)")
+    t.add_argument("--balance", choices=["activations", "flops", "params"], default=None,
+                   help="with --model --blocks K: balance the blocks' activation memory (default), FLOPs or parameters")
+    t.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor option, repeatable (e.g. --model-opt stem=imagenet)")
     t.add_argument("--epochs", type=int, default=None,
                    help="epoch cap per training unit (default: the recipe's; see `localearn recipes`)")
     t.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
@@ -103,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--split", choices=["test", "val", "train"], default="test")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--model", default=None, metavar="SOURCE",
+                   help="the run's package.module:factory model, named again (a run directory never names code)")
     e.add_argument("--json", action="store_true")
 
     a = sub.add_parser("algos", help="list learners, their papers and capabilities")
@@ -175,7 +193,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         probes.append(EnergyProbe(country=args.country, idle_seconds=args.idle_seconds))
     try:
         result = fit(
-            args.algo, args.dataset, arch=args.arch, schedule=args.schedule, data_dir=args.data_dir,
+            args.algo, args.dataset, arch=args.arch, model=args.model, blocks=_blocks(args.blocks),
+            balance=args.balance, model_options=_options(args.model_opt, "--model-opt") or None,
+            schedule=args.schedule, data_dir=args.data_dir,
             download=args.download, split_seed=args.split_seed, task=args.task,
             learner_options=_options(args.opt, "--opt"), dataset_options=_options(args.data_opt, "--data-opt"),
             out=out, resume=args.resume, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -205,7 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from localearn.utils import resolve_device
 
     device = resolve_device(args.device)
-    learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device))
+    learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device), model=args.model)
     scores = evaluate(learner, data, args.split, 256, device)
     total = int(scores["samples"])
     metric = next(k for k in scores if k not in ("loss", "samples"))  # accuracy, roc_auc or mse
@@ -227,7 +247,8 @@ def cmd_algos(args: argparse.Namespace) -> int:
     rows = []
     for name in list_algorithms():
         cls = get_algorithm(name)
-        rows.append({"name": name, "aliases": list(aliases_of(name)), "paper": cls.paper, **cls.capabilities()})
+        rows.append({"name": name, "aliases": list(aliases_of(name)), "paper": cls.paper, **cls.capabilities(),
+                     "models": bool(getattr(cls, "takes_models", False))})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -237,6 +258,7 @@ def cmd_algos(args: argparse.Namespace) -> int:
               f"  schedules: {', '.join(r['schedules'])} (default {r['default_schedule']}); "
               f"data: {'graphs' if r['graphs'] else 'images'}; block-local: {r['block_local']}; "
               f"stops on: {r['stop_metric']}; default arch: {r['default_arch']}"
+              + ("; --model: yes" if r["models"] else "")
               + (f"\n  coupling: {r['coupling']}" if r.get("coupling") else "")
               + "\n  " + "; ".join(f"--parallel {mode}: " + (f"no ({r[mode + '_refusal']})" if r[mode + "_refusal"]
                                     else "yes") for mode in ("pipeline", "ddp")))

@@ -71,6 +71,10 @@ def fit(
     dataset: str | None = "digits",
     *,
     arch: str | None = None,
+    model: str | None = None,
+    blocks: int | str | list[str] | None = None,
+    balance: str | None = None,
+    model_options: dict[str, Any] | None = None,
     schedule: str | None = None,
     task: str | None = None,
     data_dir: str | Path | None = None,
@@ -91,6 +95,11 @@ def fit(
         algo: a registered learner name or alias.
         dataset: a registered dataset name.
         arch: architecture spec; None takes the learner's default.
+        model, blocks, balance, model_options: a model instead of ``arch`` (``torchvision:NAME``,
+            ``timm:NAME`` or ``package.module:factory``), cut into ``blocks`` (a count, default 4, or
+            module names) balanced by ``balance``; recorded as a ``model:`` arch spec
+            (:mod:`localearn.models.spec`). With ``resume``, a model named here must be the stored one,
+            and a stored ``package.module:factory`` is rebuilt only when named here again.
         schedule: ``joint`` | ``greedy``; None takes the learner's default.
         task: ``classification`` | ``link`` | ``autoencoder`` (:mod:`localearn.tasks`), for learners
             that train more than one (a learner option ``task``); None: the learner's default.
@@ -119,6 +128,7 @@ def fit(
         train_kwargs = {**ckpt["config"], **{k: v for k, v in train_kwargs.items() if k in ("device", "progress")}}
         algo, dataset = run["algorithm"], run["dataset"]  # the stored run's settings win
         learner_options, dataset_options = run["learner_options"], run["dataset_options"]
+        _check_model_named(learner_options, model, out)  # a run directory is data, never code
         split_seed = run["split_seed"]
         data_dir = data_dir if data_dir is not None else run.get("data_dir")
     valid_fields = set(TrainConfig.__dataclass_fields__)
@@ -129,6 +139,11 @@ def fit(
     graph = get_algorithm(name).supports_graphs
     dataset = canonical_dataset(dataset or ("karate" if graph else "digits"))  # both bundled
     opts = dict(learner_options or {})
+    if not resume and (model is not None or blocks is not None or balance is not None or model_options):
+        from localearn.models.localize import check_takes_model, model_setting
+
+        check_takes_model(name)
+        arch = model_setting(arch, model, blocks, balance, model_options)
     recipe_record = None
     if not resume:  # unset options come from the learner's reference recipe (localearn.recipes)
         train_kwargs, opts, arch, recipe_record = apply_recipe(
@@ -176,11 +191,21 @@ def _resume_file(out: Path) -> Path:
     return latest if latest.is_file() or not (folder / PREVIOUS_NAME).is_file() else folder / PREVIOUS_NAME
 
 
+def _check_model_named(options: Any, model: str | None, where: str | Path) -> None:
+    """A stored model source that names a user's code is rebuilt only when ``model`` names it again."""
+    arch = options.get("arch") if isinstance(options, dict) else None
+    if model is not None or (isinstance(arch, str) and arch.strip().startswith("model:")):
+        from localearn.models.spec import check_named
+
+        check_named(arch, model, str(where))
+
+
 def load_run(
-    path: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
+    path: str | Path, data_dir: str | Path | None = None, device: str = "cpu", model: str | None = None,
 ) -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
     """Rebuild the learner (with its trained weights) and the dataset of a saved run; a
-    ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers)."""
+    ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers).
+    A run of a ``package.module:factory`` model is rebuilt only when ``model`` names that source."""
     folder = Path(path)
     ranks = sorted(folder.glob("rank*/" + CHECKPOINT_NAME)) if not (folder / CHECKPOINT_NAME).exists() else []
     if folder.is_dir() and ranks:
@@ -191,6 +216,7 @@ def load_run(
     run = ckpt.get("run") or {}
     if "algorithm" not in run:
         raise LocalearnError(f"{path} does not record which learner produced it")
+    _check_model_named(run.get("learner_options"), model, path)
     data = load_dataset(run["dataset"], data_dir if data_dir is not None else run.get("data_dir"),
                         split_seed=run.get("split_seed", 0), **run.get("dataset_options", {}))
     learner = build_learner(run["algorithm"], data, run.get("learner_options", {}))

@@ -19,6 +19,7 @@ from typing import Any
 from localearn.arch import parse_arch
 from localearn.data import canonical_dataset, dataset_kind
 from localearn.errors import ConfigError, LocalearnError
+from localearn.models.localize import arm_arch
 from localearn.registry import canonical_name, get_algorithm
 from localearn.run import check_options
 
@@ -38,8 +39,8 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "energy": (bool,), "country": (str,), "idle_seconds": (int, float),
 }
 _ARM_TYPES: dict[str, tuple[type, ...]] = {
-    "algo": (str,), "name": (str,), "arch": (str,), "schedule": (str,), "options": (dict,),
-    "fixed": (dict,), "search_space": (dict,),
+    "algo": (str,), "name": (str,), "arch": (str,), "schedule": (str,), "options": (dict,), "model": (str,),
+    "fixed": (dict,), "search_space": (dict,), "blocks": (int, str, list), "balance": (str,), "model_options": (dict,),
 }
 _RANGE_KEYS = {"low", "high", "log", "type", "step", "choices"}
 
@@ -157,8 +158,8 @@ def _arm(where: str, i: int, raw: Any) -> dict[str, Any]:
     except LocalearnError as exc:
         raise _fail(where, f"{prefix}algo", str(exc)) from None
     cls = get_algorithm(algo)
-    arch = raw.get("arch")
     try:
+        arch = arm_arch(algo, raw)  # arch, or a model with its cut settings as a model: spec
         arch = str(parse_arch(arch)) if arch is not None else None
     except LocalearnError as exc:
         raise _fail(where, f"{prefix}arch", str(exc)) from None

@@ -140,15 +140,23 @@ _BUILDERS = {"pool_linear": _pool_linear, "mlp_sr": _mlp_sr, "conv": _conv, "mlp
 
 class Decoder(nn.Module):
     """InfoPro's CIFAR decoder, for any feature map or square token grid: bilinear upsampling to the
-    image size, 3×3 conv C→12, BN, ReLU, 3×3 conv 12→image channels, sigmoid (an image in [0, 1])."""
+    image size, 3×3 conv C→12, BN, ReLU, 3×3 conv 12→image channels, sigmoid (an image in [0, 1]).
+    Vector features, or inputs that are not images, get a linear decoder (Linear to the input's size,
+    sigmoid): the generic stand-in for an MLP, which InfoPro does not define."""
 
     def __init__(self, feature_shape: Sequence[int], image_shape: Sequence[int]) -> None:
         super().__init__()
         shape, image = tuple(int(s) for s in feature_shape), tuple(int(s) for s in image_shape)
-        if len(image) != 3:
-            raise ConfigError(f"a decoder needs an image shape (C, H, W), not {image}")
         self.size = image[1:]
         self.grid = 0  # tokens laid out on a grid x grid map (a leading class token dropped)
+        self.net: nn.Module
+        if len(shape) == 1 or len(image) != 3:
+            if len(shape) not in (1, 3):
+                raise ConfigError(f"a decoder to inputs of shape {image} needs a feature map or a vector, not {shape}")
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), math.prod(image)),
+                                     nn.Unflatten(1, image))
+            self.size = ()
+            return
         if len(shape) == 2:
             n, d = shape
             side = next((s for s in (math.isqrt(n), math.isqrt(max(n - 1, 0))) if s and s * s in (n, n - 1)), 0)
@@ -161,15 +169,20 @@ class Decoder(nn.Module):
         else:
             raise ConfigError(f"a decoder needs a feature map (C, H, W) or a token sequence, not shape {shape}")
         self.net = nn.Sequential(nn.Conv2d(channels, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
-                                 nn.Conv2d(12, image[0], 3, padding=1), nn.Sigmoid())
+                                 nn.Conv2d(12, image[0], 3, padding=1))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The reconstruction before its sigmoid (for a stable binary cross-entropy)."""
         if self.grid:
             h = h[:, -self.grid * self.grid:].transpose(1, 2).reshape(h.shape[0], -1, self.grid, self.grid)
-        h = nn.functional.interpolate(h, size=self.size, mode="bilinear", align_corners=True)
+        if self.size:
+            h = nn.functional.interpolate(h, size=self.size, mode="bilinear", align_corners=True)
         return self.net(h)
 
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(h))
 
-def make_decoder(feature_shape: Sequence[int], image_shape: Sequence[int]) -> nn.Module:
+
+def make_decoder(feature_shape: Sequence[int], image_shape: Sequence[int]) -> Decoder:
     """InfoPro's reconstruction decoder from features of ``feature_shape`` to images of ``image_shape``."""
     return Decoder(feature_shape, image_shape)

@@ -38,9 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from localearn.errors import ConfigError
 
@@ -52,6 +50,10 @@ FORMS = "torchvision:NAME, timm:NAME or package.module:factory"
 VITS = {"vit_b_16": (16, 12, 12, 768, 3072), "vit_b_32": (32, 12, 12, 768, 3072),
         "vit_l_16": (16, 24, 16, 1024, 4096), "vit_l_32": (32, 24, 16, 1024, 4096),
         "vit_h_14": (14, 32, 16, 1280, 5120)}
+# Constructor options that would load weights (a download or a file read): a model is built with
+# random weights, and a run directory's stored options must never make a zoo read a file (issue #23 S1).
+WEIGHT_OPTIONS = ("weights", "weights_backbone", "pretrained", "checkpoint_path", "pretrained_cfg",
+                  "pretrained_cfg_overlay", "cache_dir", "pretrained_strict")
 
 
 def load_model(source: str, num_classes: int, input_shape: Sequence[int],
@@ -65,6 +67,10 @@ def load_model(source: str, num_classes: int, input_shape: Sequence[int],
     if not sep or not kind or not name:
         raise ConfigError(f"model {source!r}: expected {FORMS}")
     if kind in ("torchvision", "timm"):
+        loading = sorted(set(opts) & set(WEIGHT_OPTIONS))
+        if loading:
+            raise ConfigError(f"model {source}: option {loading[0]} would load weights; localearn builds models "
+                              "with random weights (load yours into the model and pass it to localize)")
         stem = str(opts.pop("stem", "auto"))
         if stem not in STEMS:
             raise ConfigError(f"model option stem={stem!r}: expected one of {', '.join(STEMS)}")
@@ -81,6 +87,9 @@ def load_model(source: str, num_classes: int, input_shape: Sequence[int],
 
 
 def _torchvision(name: str, num_classes: int, shape: tuple[int, ...], opts: dict[str, Any], stem: str) -> nn.Module:
+    import torchvision  # on first use: a learner over mlp:/cnn: specs never imports it
+    from torchvision.models import VisionTransformer
+
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         raise ConfigError(f"torchvision has no classification model {name!r}{_close(name, names)}")

@@ -1,5 +1,6 @@
-"""Cut blocks are a learner's trunk today (issue #19, phase 1): ``from_modules(cut.blocks)`` trains a
-torchvision ResNet-18 block by block, and the training lands in the model's own parameters."""
+"""Cut blocks are a learner's trunk (issue #19): ``localize`` trains a torchvision ResNet-18 block by
+block under Mono-Forward, the training lands in the model's own parameters, and the last block keeps
+the model's own head (no projection on top of its logits)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ def test_resnet_blocks_train_under_mono_forward() -> None:
     model = load_model("torchvision:resnet18", 10, data.input_shape)  # 1 channel, CIFAR stem, 8x8 images
     cut = cut_model(model, 3, data.input_shape)
     before = [p.detach().clone() for p in model.parameters()]
-    learner = MonoForward.from_modules(cut.blocks, input_shape=data.input_shape, num_classes=10)
-    assert [layer.body for layer in learner.layers] == list(cut.blocks)
+    learner = localearn.localize(model, "mono_forward", input_shape=data.input_shape, blocks=3)
+    assert isinstance(learner, MonoForward) and learner.num_classes == 10
+    assert [layer.body.code for layer in learner.layers] == [block.code for block in cut.blocks]
+    assert isinstance(learner.layers[-1].proj, torch.nn.Identity)
     result = Trainer(learner, data, TrainConfig(epochs=2, progress=False, seed=0, device="cpu")).fit()
-    assert result["metrics"]["test_accuracy"] > 0.85  # seed 0: 0.96 (chance 0.10)
+    assert result["metrics"]["test_accuracy"] > 0.85  # seed 0: 0.92 (chance 0.10)
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
     assert sum(changed) == len(changed)  # every parameter of the model itself was trained
 
