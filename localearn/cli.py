@@ -37,13 +37,6 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def _blocks(text: str | None) -> int | str | None:
-    """``--blocks``: a count, or module names to cut after (comma-separated)."""
-    if text is None:
-        return None
-    return int(text) if text.strip().isdigit() else text
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localearn", description="Train neural networks without end-to-end backpropagation."
@@ -193,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         probes.append(EnergyProbe(country=args.country, idle_seconds=args.idle_seconds))
     try:
         result = fit(
-            args.algo, args.dataset, arch=args.arch, model=args.model, blocks=_blocks(args.blocks),
+            args.algo, args.dataset, arch=args.arch, model=args.model, blocks=args.blocks,
             balance=args.balance, model_options=_options(args.model_opt, "--model-opt") or None,
             schedule=args.schedule, data_dir=args.data_dir,
             download=args.download, split_seed=args.split_seed, task=args.task,

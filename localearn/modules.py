@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from localearn.learner import LocalLearner
 
 L = TypeVar("L", bound="LocalLearner")
-SUPPORTED = "from_modules works with dgl, infopro, auglocal, mono_forward, forward_forward, cafo and backprop"
+SUPPORTED = "from_modules works with mono_forward, forward_forward, cafo, backprop, dgl, infopro and auglocal"
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx, nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from localearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.utils.flop_counter import FlopCounterMode
 
 # Layers that finish the layer before them: a cut is never placed in front of one (auto cuts only).
 _FOLLOWER_MODULES: tuple[type[nn.Module], ...] = (
@@ -182,6 +184,8 @@ class _Profiler(fx.Interpreter):
 
 def profile(gm: fx.GraphModule, input_shape: tuple[int, ...], batch: int = 2) -> Profile:
     """Run ``gm`` once in eval mode on zeros of ``(batch, *input_shape)`` and record each node."""
+    from torch.utils.flop_counter import FlopCounterMode  # on first use: it imports Triton
+
     first = next(gm.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32

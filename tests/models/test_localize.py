@@ -96,6 +96,8 @@ def test_cli_trains_and_evaluates_a_model_not_named_by_the_issue(tmp_path: Path,
     assert run["learner_options"]["arch"].startswith("model:torchvision:vit_b_16 blocks=3 balance=activations")
     assert main(["eval", str(out), "--json"]) == 0  # a zoo name is rebuilt from the installed library
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(run["metrics"]["test_accuracy"])
+    assert main(["train", "--resume", "--out", str(out), "--no-progress", "--json"]) == 0  # and resumed
+    assert json.loads(capsys.readouterr().out)["metrics"]["test_accuracy"] == run["metrics"]["test_accuracy"]
     assert run["metrics"]["test_accuracy"] > 0.7  # seed 0: 0.84 (its first block's MLP head: 0.94)
 
 
