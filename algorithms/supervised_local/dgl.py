@@ -8,20 +8,18 @@ input and nothing else; the last block trains the network's own classifier. ``jo
 Auxiliary heads: DGL's MLP-SR-aux (``mlp_sr``, the released code's default) on feature maps, its
 MLP-aux (``mlp``) on token sequences and vectors; ``--opt head=pool_linear`` is the plain pooling +
 linear baseline. Simplified: no asynchronous variant (the replay buffers of ``buffer_experiments``),
-and the learning-rate steps of the reference (×0.2 every 15 epochs) are left to the Trainer's
-schedules (``lr_schedule``).
+and the reference's recipe (SGD, momentum 0.9, weight decay 5e-4, lr 0.1 ×0.2 every 15 epochs
+over 50 epochs on CIFAR) is not the default: the learners share Adam at 1e-3, the backprop twin's
+optimizer (:class:`~.learner.SupervisedLocal` says why).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
 from .learner import SupervisedLocal
-
-NOTES = "notes/supervised_local.md §1"
 
 
 @register_algorithm
@@ -32,10 +30,6 @@ class DGL(SupervisedLocal):
     aliases = ("decoupled_greedy",)
     paper = "Belilovsky, Eickenberg & Oyallon, Decoupled Greedy Learning of CNNs, ICML 2020"
     heads: ClassVar[dict[str, str]] = {"map": "mlp_sr", "tokens": "mlp", "vector": "mlp"}
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe(f"DGL auxiliary_nets_study, CIFAR: SGD momentum 0.9, wd 5e-4, lr 0.1 ({NOTES})",
-                         optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
-    }
 
     def __init__(self, *args: Any, **base: Any) -> None:
         super().__init__(*args, **base)

@@ -108,12 +108,13 @@ def test_greedy_units_keep_frozen_blocks_in_eval_mode() -> None:
     torch.testing.assert_close(learner.layers[0].body[3].running_mean, stats)  # no BN drift in a frozen block
 
 
-@pytest.mark.parametrize(("algo", "bar"), [("dgl", 0.9), ("infopro", 0.93), ("auglocal", 0.93)])
-def test_learners_learn_digits(algo: str, bar: float) -> None:
-    """Seed 0, cnn:32-64, 5 epochs on the bundled digits (chance 0.10)."""
+@pytest.mark.parametrize("algo", ["dgl", "infopro", "auglocal"])
+def test_learners_learn_digits(algo: str) -> None:
+    """Seed 0, cnn:32-64, 5 epochs on the bundled digits with the default recipe: 0.967 (DGL), 0.986
+    (InfoPro), 0.969 (AugLocal); chance 0.10."""
     torch.set_num_threads(1)
     res = localearn.fit(algo, "digits", arch="cnn:32-64", epochs=5, seed=0, progress=False, device="cpu")
-    assert res["metrics"]["test_accuracy"] > bar
+    assert res["metrics"]["test_accuracy"] > 0.93
 
 
 def test_cut_blocks_chain_to_the_model_in_the_learner() -> None:
