@@ -18,7 +18,8 @@ shape from that block's own input (a skipped block changed the width or size), a
 code's projection shortcut does. A model's last block is copied without its classifier. Also
 simplified: the BatchNorm1d that the code puts before the linear head when d_l <= 1, and the code's
 merge of the last d+1 layers into one module (``K <- K - d``): here the module count is the ``K``
-asked for; the recipe is the shared Adam at 1e-3 rather than InfoPro's SGD over 400 epochs.
+asked for; its recipe (InfoPro's SGD, 400 epochs) is the recipe on full CIFAR only, other image data
+take the shared Adam at 1e-3.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from torch import nn
 
 from localearn.errors import ConfigError
 from localearn.models.trunk import Trunk
+from localearn.recipes import Recipe
 from localearn.registry import register_algorithm
 
-from .learner import SupervisedLocal
+from .learner import SupervisedLocal, paper_recipes
 
 TAU = 0.5
 
@@ -89,6 +91,9 @@ class AugLocal(SupervisedLocal):
     paper = ("Ma, Wu, Si & Tan, Scaling Supervised Local Learning with Augmented Auxiliary Networks, "
              "ICLR 2024")
     heads: ClassVar[dict[str, str]] = {"map": "pool_linear", "tokens": "mean", "vector": "linear"}
+    recipes: ClassVar[dict[str, Recipe]] = paper_recipes(
+        "AugLocal CIFAR: InfoPro's recipe at batch 128, SGD momentum 0.9, wd 1e-4, lr 0.1, cosine "
+        "(notes/supervised_local.md §3)", 1e-4)
     test_arch = "cnn:4-8-8"
 
     def __init__(self, *args: Any, aug_depth: int = 2, **base: Any) -> None:

@@ -18,8 +18,9 @@ command uses) is not implemented; the reconstruction target is each image rescal
 [0, 1] by its own minimum and maximum, because a learner does not see the dataset's normalisation
 constants that the released code de-normalises with (for an image that spans the full intensity
 range the two are the same); the decoder for any feature map is the CIFAR decoder (bilinear
-upsampling, two 3×3 convs), not the ImageNet one; the recipe is the shared Adam at 1e-3 rather than
-the released SGD (Nesterov momentum 0.9, wd 1e-4, lr 0.8 at batch 1024, cosine, 160 epochs).
+upsampling, two 3×3 convs), not the ImageNet one; the released recipe (SGD, Nesterov momentum 0.9,
+wd 1e-4, lr 0.8 at batch 1024, cosine, 160 epochs) is the recipe on full CIFAR only, at batch 128
+with plain momentum; other image data take the shared Adam at 1e-3.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from localearn.errors import ConfigError
 from localearn.layer import Context
 from localearn.models.heads import Decoder, make_decoder
 from localearn.models.trunk import Trunk
+from localearn.recipes import Recipe
 from localearn.registry import register_algorithm
 
-from .learner import SupervisedLocal
+from .learner import SupervisedLocal, paper_recipes
 
 
 def interpolated(first: float, last: float, i: int, modules: int) -> float:
@@ -61,6 +63,9 @@ class InfoPro(SupervisedLocal):
     paper = ("Wang, Ni, Song, Yang & Huang, Revisiting Locally Supervised Learning: an Alternative to "
              "End-to-end Training, ICLR 2021")
     heads: ClassVar[dict[str, str]] = {"map": "conv", "tokens": "mean", "vector": "linear"}
+    recipes: ClassVar[dict[str, Recipe]] = paper_recipes(
+        "InfoPro CIFAR recipe at batch 128 (STL-10's setting): SGD momentum 0.9, wd 1e-4, lr 0.1, "
+        "cosine (notes/supervised_local.md §2; Nesterov momentum is plain momentum here)", 1e-4)
     test_arch = "cnn:4-8"
 
     def __init__(self, *args: Any, lambda_rec: float = 5.0, lambda_rec_last: float = 0.2,
