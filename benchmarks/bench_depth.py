@@ -91,8 +91,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = localearn.load_dataset("cifar10_subset", args.data_dir, augment=False)
-    batches = [(data.x_train[i * args.batch_size:(i + 1) * args.batch_size],  # type: ignore[attr-defined]
-                data.y_train[i * args.batch_size:(i + 1) * args.batch_size]) for i in range(args.batches)]
+    # copies, not views: a view's saved input would count the whole training tensor's storage
+    batches = [(data.x_train[i * args.batch_size:(i + 1) * args.batch_size].clone(),  # type: ignore[attr-defined]
+                data.y_train[i * args.batch_size:(i + 1) * args.batch_size].clone()) for i in range(args.batches)]
     memory = [memory_row(name, batches) for name in args.models.split(",")]
     accuracy = []
     if args.epochs > 0:
