@@ -1,11 +1,10 @@
 """Collaborative FF diagnostics on saved runs: prediction with/without layer 1, logit offsets.
 
-    python benchmarks/bench_forward_forward.py --dataset mnist --data-dir ../shared/data \
-        --arch mlp:3x1000 --epochs 3 --seeds 0 --collab none,all,preceding --threads 1 --out runs/cff
-    python benchmarks/analyse_cff.py runs/cff none all preceding
+    localearn study run studies/ff_collab_mnist.toml
+    python benchmarks/analyse_cff.py studies_out/ff-collab-mnist/runs/mnist/{ff,cff_all,cff_preceding}/seed-0
 
 Lorberbom et al., *Layer Collaboration in the Forward-Forward Algorithm*, arXiv 2305.12393. For
-each saved ``<arm>-seed0`` run: per-label accuracy from layers 2..L and from all layers, each
+each saved run directory named: per-label accuracy from layers 2..L and from all layers, each
 layer's own accuracy, and how often each layer's logit G_l − θ_l is saturated (|logit| > 4.6) on
 the true label (positive) and on the label (y + 1) mod C (negative), on 2 000 test images.
 """
@@ -50,4 +49,4 @@ def analyse(path: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    print(json.dumps({arm: analyse(f"{sys.argv[1]}/{arm}-seed0") for arm in sys.argv[2:]}, indent=1))
+    print(json.dumps({path: analyse(path) for path in sys.argv[1:]}, indent=1))

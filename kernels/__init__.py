@@ -90,9 +90,9 @@ FUSED_OPS: dict[str, tuple[str, str, str]] = {
 _COMPILED: dict[Any, Any] = {}
 
 # Where ``auto`` turns a Triton op on: per op, (dtype, min rows, min width) entries taken from a
-# committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning (DESIGN.md: on by
-# default only where it wins). No GPU benchmark has been taken yet, so none: ``auto`` runs the
-# torch reference for every layer until one is.
+# committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning: a kernel ships on
+# by default only where it wins (DESIGN.md (Kernels)). No GPU benchmark has been taken yet, so
+# none: ``auto`` runs the torch reference for every layer until one is.
 DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {op: [] for op in FUSED_OPS}
 
 
@@ -104,17 +104,26 @@ def check_policy(kernels: str, compile: bool) -> None:
         raise ConfigError("kernels='triton' and compile=True exclude each other: choose one fused path")
 
 
-def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bool = False) -> None:
-    """Give every local layer inside ``module`` the run's kernel options. A layer without a fused
-    op gets its ``forward_loss`` compiled when ``compile`` is on (its backward is compiled with it)."""
+def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bool = False,
+                     cuda_graphs: bool = False) -> None:
+    """Give every local layer inside ``module`` the run's kernel options. With ``compile`` the whole
+    local step is compiled: a layer without a fused op gets its ``forward_loss`` compiled (its backward
+    is compiled with it), a fused op runs its compiled reference, and every layer's optimizer step is
+    compiled too. ``cuda_graphs`` compiles in ``reduce-overhead`` mode (CUDA graphs, static shapes)."""
     check_policy(kernels, compile)
+    mode = "reduce-overhead" if cuda_graphs else None
     for layer in module.modules():
         if not hasattr(layer, "fused_op"):  # not a LocalLayer
             continue
         layer.kernel_impl, layer.kernel_compile = kernels, compile  # type: ignore[assignment]
-        if layer.fused_op is None and compile and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
-            layer.forward_loss = torch.compile(layer.forward_loss)
+        if not compile:
+            continue
+        if layer.fused_op is None and not hasattr(layer.forward_loss, "_torchdynamo_orig_callable"):
+            layer.forward_loss = torch.compile(layer.forward_loss, mode=mode)
             layer.kernel_used = "compile"
+        opt = getattr(layer, "optimizer", None)
+        if opt is not None and not hasattr(opt.step, "_torchdynamo_orig_callable"):  # the optimizer step
+            opt.step = torch.compile(opt.step, mode=mode)
 
 
 def choose(layer: Any, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:

@@ -12,10 +12,14 @@ file (say, one whose ``__reduce__`` calls ``os.system``) is rejected before anyt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickletools
 import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,26 @@ def _unsafe_reason(exc: BaseException) -> str | None:
     return f"it would import {match.group(1)}" if match else None
 
 
+def _raw_pickle_imports(path: Path) -> str | None:
+    """For a raw pickle (not a ``torch.save`` zip, which torch's unpickler reads opcode by opcode
+    itself), the globals it would import, read with ``pickletools`` (which runs nothing)."""
+    if zipfile.is_zipfile(path):
+        return None
+    names: list[str] = []
+    strings: list[str] = []
+    with contextlib.suppress(Exception), path.open("rb") as fh:
+        for count, (op, arg, _) in enumerate(pickletools.genops(fh)):
+            if isinstance(arg, str) and "UNICODE" in op.name:
+                strings = [*strings[-1:], arg]
+            elif op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                names.append(".".join(strings))
+            if count > 100_000:
+                break
+    return f"it would import {', '.join(dict.fromkeys(names))}" if names else None
+
+
 def _short(exc: BaseException) -> str:
     """One informative line of a load error (torch's weights-only errors span many lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -92,14 +116,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise LocalearnError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns (two lines) about a raw pickle's protocol first
+            warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a crafted, truncated or foreign file
-        reason = _unsafe_reason(exc)
+        reason = _unsafe_reason(exc) or _raw_pickle_imports(path)
         if reason is not None:
             raise LocalearnError(f"refusing to load {path}: not a plain-data checkpoint ({reason}); "
                                  "nothing in it was run") from exc
-        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({_short(exc)})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        detail = _short(exc) if zipfile.is_zipfile(path) else "not a torch.save zip file"
+        raise LocalearnError(f"{path} is not a readable localearn checkpoint ({detail})") from exc
+    if not isinstance(state, dict) or type(state.get("format")) is not int or state["format"] != FORMAT:
         raise LocalearnError(f"{path} is not a localearn checkpoint (format {FORMAT})")
     return state
 

@@ -53,9 +53,9 @@ class TrainConfig:
         dist_timeout: seconds a collective or receive may wait for a peer before the job fails.
         precision: ``fp32`` | ``bf16`` | ``fp16``: autocast of every local step and evaluation
             (parameters and optimizer state stay fp32; fp16 scales each layer's loss on its own).
-        grad_clip, clip_scope, grad_centralization, loss_warmup_steps, lr_warmup_steps,
-            lr_schedule: the update policy (:mod:`localearn.update`); None takes the learner's
-            declaration (``learner.update_defaults``), else off / ``layer`` / ``constant``.
+        grad_clip, clip_scope, grad_centralization, loss_warmup_steps, lr_warmup_steps, lr_schedule: the
+            update policy (:mod:`localearn.update`); None takes the learner's declaration
+            (``learner.update_defaults``), else off / ``layer`` / ``constant``.
         log_every: steps between log points, where losses accumulated on the device are read
             (progress bar, divergence check); the epoch's end is always one.
         data_on_device: ``auto`` | ``on`` | ``off``: hold an in-memory dataset on the device and

@@ -33,6 +33,7 @@ from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context, LocalLayer
+from localearn.modules import build_from_modules
 from localearn.recipes import Recipe
 from localearn.space import SEARCH_SPACE, Dist, suggest
 
@@ -71,7 +72,8 @@ class LocalLearner(nn.Module):
         block_local / coupling: whether every layer's update comes from its own local loss alone
             (checked by the conformance suite), and what couples them when not.
         pipeline_refusal, ddp_refusal: why a parallel mode cannot run the learner ("": it can).
-        precision_refusal: precision -> why this learner refuses it.
+        precision_refusal: precision -> why this learner refuses it; cuda_graph_refusal: why a
+            CUDA graph cannot capture its step (data-dependent shapes or control flow).
         prediction_rule: ``sum`` | ``mean_prob`` (see the module docstring).
         default_arch, test_arch, test_options: the default spec, and the conformance fixture's.
         default_optimizer, recipes: the reference recipe (:mod:`localearn.recipes`).
@@ -101,6 +103,7 @@ class LocalLearner(nn.Module):
     pipeline_refusal: str = ""
     ddp_refusal: str = ""
     precision_refusal: ClassVar[dict[str, str]] = {}
+    cuda_graph_refusal: ClassVar[str] = ""  # why --cuda-graphs cannot capture this learner's step
     # Update-policy settings this learner's options imply (localearn.update), e.g. CCL's
     # network-wide clip or FF's cool-down; the run's TrainConfig overrides each.
     update_defaults: Mapping[str, Any] = {}
@@ -346,6 +349,4 @@ class LocalLearner(nn.Module):
                      **options: Any) -> Self:
         """This learner over your own ``nn.Module`` blocks, one local layer each (no subclass, no
         arch string); ``options`` are the learner's. See :mod:`localearn.modules`."""
-        from localearn.modules import build_from_modules
-
         return build_from_modules(cls, blocks, input_shape, num_classes, **options)

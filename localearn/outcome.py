@@ -1,10 +1,11 @@
 """Honest run outcomes: a run ends ``complete``, ``interrupted`` or ``diverged``.
 
-A non-finite training loss or parameter stops the training unit at once (STUDY_PROTOCOL.md: a
-number computed from a broken model is no result). The checks are cheap: the loss values that
-``learner.train_step`` already returns as Python floats are tested on every step (no extra device
-sync), and the unit's parameters and floating buffers once per epoch, one sync per layer. A unit
-whose validation metric never became finite diverged too.
+A non-finite training loss or parameter stops the training unit (STUDY_PROTOCOL.md: a number
+computed from a broken model is no result). The checks cost no per-step device sync: the losses
+stay on the device (:class:`localearn.losslog.LossLog`) and are tested at each log point (every
+``log_every`` steps and at the epoch's end; a non-finite loss makes its layer's window mean
+non-finite, so the layer is named), and the unit's parameters and floating buffers once per
+epoch. A unit whose validation metric never became finite diverged too.
 
 What a diverged run reports: ``status = "diverged"`` and ``diverged = {"unit", "layer", "epoch",
 "reason", "step"}`` (``layer`` is null when the validation metric of a whole unit is to blame);

@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from localearn.data import dataset_kind
 from localearn.errors import ConfigError
+from localearn.registry import canonical_name, get_algorithm, list_algorithms
+from localearn.utils import keyword_defaults
 
 # The TrainConfig fields a recipe may set, in the order they are printed.
 TRAIN_KEYS = ("epochs", "patience", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "stop_metric",
@@ -63,14 +66,10 @@ BASE: dict[str, Recipe] = {
 
 def family_of(dataset: str) -> str:
     """``images`` or ``graphs`` for a registered dataset name."""
-    from localearn.data import dataset_kind
-
     return "graphs" if dataset_kind(dataset) == "graph" else "images"
 
 
 def _layers(algo: str, dataset: str) -> list[Recipe]:
-    from localearn.registry import get_algorithm
-
     own: Mapping[str, Recipe] = getattr(get_algorithm(algo), "recipes", {}) or {}
     family = family_of(dataset)
     keys = [(BASE, family), (own, family), (BASE, dataset), (own, dataset)]
@@ -101,8 +100,6 @@ def apply_recipe(
             ``default_optimizer``), recorded with source ``default``.
         given_by: the source recorded for values the caller set (``cli`` from the command line).
     """
-    from localearn.registry import get_algorithm
-
     cls = get_algorithm(algo)
     rec = resolve_recipe(algo, dataset)
     train = {k: v for k, v in train_kwargs.items() if v is not None}
@@ -143,9 +140,6 @@ def apply_recipe(
 def check_recipes(algo: str) -> None:
     """Raise ConfigError when a declared recipe sets a key that is neither a training option nor
     a learner option (a typo would otherwise be silently ignored)."""
-    from localearn.registry import get_algorithm
-    from localearn.utils import keyword_defaults
-
     cls = get_algorithm(algo)
     options = set(keyword_defaults(cls, skip=("input_shape", "num_classes")) or {})
     for key, rec in (getattr(cls, "recipes", {}) or {}).items():
@@ -156,8 +150,6 @@ def check_recipes(algo: str) -> None:
 
 def recipe_table(algo: str | None = None) -> list[dict[str, Any]]:
     """Every declared recipe (the base ones and each learner's), for ``localearn recipes``."""
-    from localearn.registry import canonical_name, get_algorithm, list_algorithms
-
     rows: list[dict[str, Any]] = []
     names = [canonical_name(algo)] if algo else list_algorithms()
     if not algo:

@@ -97,6 +97,9 @@ def run_record(trainer: Trainer, status: str, test: dict[str, float] | None = No
         "seed": cfg.seed,
         "config": {**asdict(cfg), "optimizer_resolved": trainer.optim_settings,
                    "stop_metric_resolved": trainer.stop_metric},
+        # The update policy as resolved (TrainConfig over the learner's declaration): precision,
+        # clipping (and the coupling a network-wide clip declares), warm-ups, schedule.
+        "update": trainer.policy.record(),
         "stop_rule": {"metric": trainer.stop_metric, "patience": cfg.patience, "min_delta": cfg.min_delta,
                       "cap_epochs_per_unit": cfg.epochs, "restore_best": cfg.restore_best},
         "versions": versions(),

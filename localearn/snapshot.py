@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from localearn.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from localearn.errors import LocalearnError
 from localearn.measure import peak_rss_bytes
+from localearn.rundir import state_dict_problem
 
 
 @dataclass
@@ -58,18 +61,35 @@ def save(trainer: Any) -> None:
         )
 
 
-def restore(trainer: Any, path: str | Path) -> None:
-    """Load a checkpoint written by :func:`save` into ``trainer`` (weights-only, see checkpoint.py)."""
-    ckpt = load_checkpoint(trainer.par.agree_checkpoint(Path(path)), map_location=trainer.device)
+def load_weights(module: Any, state: Any, path: str | Path) -> None:
+    """``module.load_state_dict(state)``; weights that do not fit are one clear error."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LocalearnError(f"checkpoint {path} holds no model weights")
     try:
-        trainer.learner.load_state_dict(ckpt["model"])
+        module.load_state_dict(state)
     except RuntimeError as exc:
-        raise LocalearnError(f"checkpoint {path} does not fit this learner: {exc}") from exc
-    for opt, opt_state in zip(trainer.optimizers, ckpt["optimizers"], strict=True):
-        opt.load_state_dict(opt_state)
-    trainer._best_state = ckpt.get("best_state")
-    trainer.state = TrainState(**ckpt["trainer"])
-    trainer.meter.load_state(ckpt["meters"]["phases"])
-    trainer.saved.load_state(ckpt["meters"]["saved"])
-    trainer.resumed_rss = int(ckpt["meters"].get("peak_rss_bytes", 0))
-    trainer.cuda_peaks = dict(ckpt["meters"].get("cuda_peaks", {}))
+        raise LocalearnError(f"checkpoint {path} does not fit this learner: {state_dict_problem(exc)}") from None
+
+
+def restore(trainer: Any, path: str | Path) -> None:
+    """Load a checkpoint written by :func:`save` into ``trainer`` (weights-only, see checkpoint.py);
+    a checkpoint that lacks a part, or whose parts do not fit this run, is one clear error."""
+    path = trainer.par.agree_checkpoint(Path(path))
+    ckpt = load_checkpoint(path, map_location=trainer.device)
+    load_weights(trainer.learner, ckpt.get("model"), path)
+    try:
+        for opt, opt_state in zip(trainer.optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        best = ckpt.get("best_state")
+        if best is not None and not (isinstance(best, dict) and all(torch.is_tensor(v) for v in best.values())):
+            raise TypeError("its best_state is not a table of tensors")
+        trainer._best_state = best
+        trainer.state = TrainState(**ckpt["trainer"])
+        meters = ckpt["meters"]
+        trainer.meter.load_state(meters["phases"])
+        trainer.saved.load_state(meters["saved"])
+        trainer.resumed_rss = int(meters.get("peak_rss_bytes", 0))
+        trainer.cuda_peaks = dict(meters.get("cuda_peaks", {}))
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
+        raise LocalearnError(f"checkpoint {path} cannot be resumed: {what}") from None

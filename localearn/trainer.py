@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ class Trainer:
         self.optimizers = learner.configure_optimizers(factory)
         # The update policy (precision, clipping, warm-ups, schedules) is the Trainer's: every layer steps under it.
         self.policy = self.config.policy(learner.update_defaults).attach(learner)
-        configure_layers(self.learner, self.config.kernels, self.config.compile)  # fused ops / torch.compile
+        self._compile_options(learner)
+        configure_layers(self.learner, self.config.kernels, self.config.compile, self.cuda_graphs)
         self.stages = learner.stages()
         self.par.setup(self)  # a pipeline rank drops other ranks' layers; DDP hooks gradients
         if self.config.prefix_cache_gb > 0:
@@ -109,6 +111,16 @@ class Trainer:
         self.cuda_peaks: dict[str, int] = {}
         self.resumed_rss = 0
         self.interrupt = outcome.StepInterrupt()
+
+    def _compile_options(self, learner: LocalLearner) -> None:
+        """``--cuda-graphs``: CUDA only; a learner whose step is not static falls back, saying why."""
+        self.cuda_graphs = self.config.cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ConfigError("--cuda-graphs captures CUDA graphs: it needs a CUDA device")
+        if self.cuda_graphs and learner.cuda_graph_refusal:
+            print(f"localearn: no CUDA graphs for {learner.name} ({learner.cuda_graph_refusal}); "
+                  "compiling without them", file=sys.stderr)
+            self.cuda_graphs = False
 
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:

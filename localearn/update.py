@@ -161,11 +161,16 @@ class UpdatePolicy:
         with only its own gradients restored; then the step counter and the lr warm-up advance."""
         parked, self._parked = self._parked, []
         if parked:
-            entries = [e for _, _, group in parked for e in group]
+            # Under fp16 a layer whose scaled gradient overflowed skips its own step (its scaler saw
+            # the inf at unscale_); its inf must not enter the others' norm, or inf/inf = NaN reaches them.
+            norms = [[(k, torch.linalg.vector_norm(g)) for k, _, g in group] for _, _, group in parked]
+            entries = []
+            for (_, scaler, _), layer in zip(parked, norms, strict=True):
+                ok = torch.stack([torch.isfinite(n) for _, n in layer]).all() if scaler is not None else None
+                entries += [(k, n if ok is None else torch.where(ok, n, torch.zeros_like(n))) for k, n in layer]
             coef: dict[str, Tensor] = {}
-            for key in {k for k, _, _ in entries}:
-                total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for k, _, g in entries
-                                                              if k == key]))
+            for key in {k for k, _ in entries}:
+                total = torch.linalg.vector_norm(torch.stack([n for k, n in entries if k == key]))
                 coef[key] = (self.grad_clip / (total + 1e-6)).clamp(max=1.0)
             for opt, scaler, group in parked:
                 for key, p, grad in group:

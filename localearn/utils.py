@@ -107,9 +107,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a tensor, a tuple/list of tensors or a graph (anything with ``.to``) to ``device``."""
+    """Move a tensor, a tuple/list of tensors or a graph (anything with ``.to``) to ``device``.
+
+    Copies to a GPU are non-blocking: from pinned memory (DataLoaders pin on CUDA, see
+    :func:`localearn.data.base.place_data`) the host queues the copy and runs on; from pageable
+    memory torch copies synchronously anyway."""
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=device.type == "cuda")
     if hasattr(batch, "to"):
         return batch.to(device)
     return batch

@@ -3,11 +3,10 @@
 ``localearn.studies.protocol`` holds the seeding and statistics rules of STUDY_PROTOCOL.md Rule 4
 (sampler seed from the study name, per-trial seeds, the seed-collision check, paired bootstrap
 CIs, the TOST verdict, Holm). ``run_study`` (``localearn study run``) loads a TOML spec
-(``localearn.studies.spec``), tunes every arm with one budget, stopping rule and pruner on an
-Optuna storage, and re-runs each arm's best configuration on paired seeds.
+(``localearn.studies.spec``), tunes every arm with one budget, stopping rule, pruner, objective
+(the task's metric) and precision on an Optuna storage, and re-runs each arm's best configuration
+on paired seeds.
 """
-
-from typing import Any
 
 from localearn.studies.protocol import (
     Verdict,
@@ -19,16 +18,7 @@ from localearn.studies.protocol import (
     verdict,
 )
 from localearn.studies.report import load_report, write_report
-
-
-def __getattr__(name: str) -> Any:
-    # run_study pulls in Optuna and torch; importing the statistics helpers should not.
-    if name == "run_study":
-        from localearn.studies.runner import run_study
-
-        return run_study
-    raise AttributeError(f"module 'localearn.studies' has no attribute {name!r}")
-
+from localearn.studies.runner import run_study
 
 __all__ = ["Verdict", "check_no_collisions", "holm", "load_report", "paired_bootstrap_ci", "run_study",
            "sampler_seed", "trial_seed", "verdict", "write_report"]

@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import optuna
+from localearn.studies.report import write_report
+from localearn.studies.runner import run_study
+from localearn.studies.storage import READY_ATTR, describe, open_storage, slot_counts
+
 from localearn.errors import LocalearnError
 
 ENV_STORAGE = "LOCALEARN_STUDY_STORAGE"
@@ -29,7 +34,8 @@ def add_study_parser(sub: Any) -> None:
     r.add_argument("--workers", type=int, default=1, help="local worker processes sharing the storage (default 1)")
     r.add_argument("--out", default=None, help="study directory (default studies_out/<name>)")
     r.add_argument("--heartbeat", type=int, default=60,
-                   help="RDB heartbeat interval in s; a dead worker's trial is retried after 3x (default 60)")
+                   help="seconds between a running trial's heartbeats; a trial whose beat stopped for 3x that is "
+                   "retried (default 60)")
     r.add_argument("--tune-only", action="store_true",
                    help="only run tuning trials (a helper machine on a shared PostgreSQL storage)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
@@ -56,8 +62,6 @@ def study_dir(name_or_dir: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from localearn.studies.runner import run_study
-
     try:
         run_study(args.spec, storage=_storage(args), workers=args.workers, out=args.out,
                   progress=not args.no_progress, heartbeat_interval=args.heartbeat, tune_only=args.tune_only)
@@ -68,8 +72,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from localearn.studies.report import write_report
-
     path = study_dir(args.study)
     write_report(path, storage=_storage(args))
     for name in ("report.md", "results.csv", "summary.json"):
@@ -78,9 +80,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import optuna
-    from localearn.studies.storage import describe, open_storage, slot_counts
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = _storage(args)
     sources: list[tuple[str | None, Path]] = (
@@ -89,12 +88,12 @@ def _list(args: argparse.Namespace) -> int:
     if not sources:
         print("no studies: none under studies_out/ (pass --storage URL for a database)")
     for src, where in sources:
-        storage = open_storage(src, where)
+        storage = open_storage(src, where, create=False)  # listing creates no journal or database file
         print(describe(src, where))
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
         for name in names:
-            counts = slot_counts(optuna.load_study(study_name=name, storage=storage))
-            budget = optuna.load_study(study_name=name, storage=storage).user_attrs.get("localearn_slots", "?")
+            study = optuna.load_study(study_name=name, storage=storage)
+            counts, budget = slot_counts(study), study.user_attrs.get(READY_ATTR, "?")
             print(f"  {name:<50} {counts['complete']}/{budget} complete, {counts['pruned']} pruned, "
                   f"{counts['failed']} failed, {counts['running']} running, {counts['waiting']} waiting")
     return 0

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localearn.errors import LocalearnError
+from localearn.runrecord import RunRecord
 
 STUDY_FILE = "study.json"
-# results.csv columns, in order; "run" (the whole run.json) stays in memory for the plots.
+#: results.csv columns, in order; ``test_<metric>`` and ``val_<metric>`` name the study's metric
 COLUMNS = (
-    "dataset", "arm", "algo", "arch", "seed", "status", "test_accuracy", "val_accuracy", "epochs",
+    "dataset", "arm", "algo", "arch", "seed", "status", "precision", "test", "val", "epochs",
     "data_passes", "train_seconds", "seconds_per_pass", "peak_saved_activation_bytes", "peak_rss_bytes",
     "cuda_peak_allocated_bytes", "energy_train_joules", "energy_train_adjusted_joules", "energy_method",
     "co2e_kg", "co2e_method", "stop_metric", "failure",
 )
-UNMEASURED = ("not_measured", "cannot_attribute", "not_requested")
 
 
 def load_study(study_dir: str | Path) -> dict[str, Any]:
@@ -40,59 +41,59 @@ def load_study(study_dir: str | Path) -> dict[str, Any]:
     return study
 
 
+def study_objective(study: dict[str, Any]) -> dict[str, Any]:
+    """The study's task, metric, direction and precision (a study.json from before: accuracy, fp32)."""
+    return {"task": "classification", "metric": "accuracy", "direction": "maximize", "precision": "fp32",
+            **(study.get("objective") or {})}
+
+
 def run_dir(study_dir: str | Path, key: str, seed: int) -> Path:
     """Where the final run of arm ``key`` ("<dataset>/<arm>") with ``seed`` lives."""
     return Path(study_dir) / "runs" / key / f"seed-{seed}"
 
 
-def _energy(metrics: dict[str, Any]) -> tuple[float | None, float | None, str, float | None, str]:
-    energy = metrics.get("energy") or {}
-    method = str(energy.get("method", "not_measured"))
-    measured = method not in UNMEASURED
-    joules = energy.get("train_joules") if measured else None
-    adjusted = energy.get("train_adjusted_joules") if measured else None
-    co2e = energy.get("co2e") or {}
-    co2e_method = str(co2e.get("method", "not_requested"))
-    if co2e.get("status") not in (None, "estimated"):
-        co2e_method = f"{co2e_method} ({co2e.get('status')})"
-    return joules, adjusted, method, co2e.get("kg_co2e"), co2e_method
+@dataclass(frozen=True)
+class Row:
+    """One arm x seed of a study: its final run's record (None when missing) and why it gives no
+    result ("" when it does)."""
+
+    key: str
+    dataset: str
+    arm: str
+    algo: str | None
+    arch: str | None
+    seed: int
+    run: RunRecord | None
+    failure: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure
+
+    @property
+    def status(self) -> str:
+        return "complete" if self.ok else (self.run.status if self.run is not None else "missing")
+
+    def value(self, column: str) -> Any:
+        """A number or label of the run by its results.csv column (None where the run has none)."""
+        r = self.run
+        if r is None:
+            return "not_measured" if column == "energy_method" else None
+        if column == "seconds_per_pass":
+            return r.train_seconds / r.data_passes if r.train_seconds is not None and r.data_passes else None
+        if column.startswith("energy_") or column.startswith("co2e_"):
+            name = {"energy_train_joules": "train_joules", "energy_train_adjusted_joules": "train_adjusted_joules",
+                    "energy_method": "method"}.get(column, column)
+            return getattr(r.energy, name)
+        return getattr(r, column)
 
 
-def _failure(run: dict[str, Any] | None, path: Path) -> str:
-    if run is None:
-        return f"no run.json in {path}"
-    status = run.get("status")
-    if status == "diverged":
-        d = run.get("diverged") or {}
-        where = ", ".join(f"{k} {d[k]}" for k in ("unit", "layer", "epoch") if d.get(k) is not None)
-        return f"{where}: {d.get('reason', 'no reason recorded')}" if where else str(d.get("reason", "diverged"))
-    if status != "complete":
-        return f"status {status!r}"
-    if (run.get("metrics") or {}).get("test_accuracy") is None:
-        return "complete but no test accuracy recorded"
-    return ""
-
-
-def make_row(key: str, arm: dict[str, Any], seed: int, run: dict[str, Any] | None, path: Path) -> dict[str, Any]:
-    """One results row (``COLUMNS`` plus ``run``, the run record or None)."""
-    failure = _failure(run, path)
-    m = (run or {}).get("metrics") or {}
-    joules, adjusted, method, co2e, co2e_method = _energy(m)
-    passes, seconds = m.get("data_passes"), m.get("train_seconds")
-    return {
-        "key": key, "dataset": arm.get("dataset", key.split("/")[0]), "arm": arm.get("arm", key.split("/", 1)[-1]),
-        "algo": arm.get("algo", (run or {}).get("algorithm")), "arch": (run or {}).get("arch", arm.get("arch")),
-        "seed": seed, "status": "complete" if not failure else (run or {}).get("status", "missing"),
-        "test_accuracy": m.get("test_accuracy"), "val_accuracy": m.get("val_accuracy"),
-        "epochs": m.get("epochs"), "data_passes": passes, "train_seconds": seconds,
-        "seconds_per_pass": seconds / passes if seconds is not None and passes else None,
-        "peak_saved_activation_bytes": m.get("peak_saved_activation_bytes"),
-        "peak_rss_bytes": m.get("peak_rss_bytes"), "cuda_peak_allocated_bytes": m.get("cuda_peak_allocated_bytes"),
-        "energy_train_joules": joules, "energy_train_adjusted_joules": adjusted, "energy_method": method,
-        "co2e_kg": co2e, "co2e_method": co2e_method,
-        "stop_metric": ((run or {}).get("stop_rule") or {}).get("metric"),
-        "failure": failure, "run": run,
-    }
+def make_row(key: str, arm: dict[str, Any], seed: int, run: RunRecord | None, path: Path) -> Row:
+    """One results row of arm ``key`` (its study.json entry ``arm``) and ``seed``."""
+    failure = f"no run.json in {path}" if run is None else run.failure()
+    return Row(key, arm.get("dataset", key.split("/")[0]), arm.get("arm", key.split("/", 1)[-1]),
+               arm.get("algo", run.algorithm if run else None), (run.arch if run else None) or arm.get("arch"),
+               seed, run, failure)
 
 
 def _seeds(study_dir: Path, key: str, listed: list[int]) -> list[int]:
@@ -110,29 +111,28 @@ def _seeds(study_dir: Path, key: str, listed: list[int]) -> list[int]:
     return seeds
 
 
-def collect_rows(study_dir: str | Path, study: dict[str, Any]) -> list[dict[str, Any]]:
+def collect_rows(study_dir: str | Path, study: dict[str, Any]) -> list[Row]:
     """Every arm x seed row of the study, in the study's arm order then seed order."""
     study_dir = Path(study_dir)
     rows = []
     for key, arm in study["arms"].items():
         for seed in _seeds(study_dir, key, [int(s) for s in study.get("seeds", [])]):
             path = run_dir(study_dir, key, seed) / "run.json"
-            run = None
-            if path.is_file():
-                try:
-                    run = json.loads(path.read_text())
-                except json.JSONDecodeError:
-                    run = {"status": "unreadable run.json"}
-            rows.append(make_row(key, arm, seed, run, path))
+            rows.append(make_row(key, arm, seed, RunRecord.load(path), path))
     return rows
 
 
-def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """``results.csv``: one line per arm x seed, failed runs included with their reason."""
+def write_csv(rows: list[Row], path: str | Path, metric: str = "accuracy") -> Path:
+    """``results.csv``: one line per arm x seed, failed runs included with their reason; the
+    scores are named ``test_<metric>`` and ``val_<metric>``."""
     path = Path(path)
+    names = [f"{c}_{metric}" if c in ("test", "val") else c for c in COLUMNS]
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
+        writer = csv.writer(fh)
+        writer.writerow(names)
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+            fixed = {"dataset": row.dataset, "arm": row.arm, "algo": row.algo, "arch": row.arch, "seed": row.seed,
+                     "status": row.status, "failure": row.failure}
+            cells = [fixed[c] if c in fixed else row.value(c) for c in COLUMNS]
+            writer.writerow(["" if v is None else v for v in cells])
     return path

@@ -16,8 +16,10 @@ from typing import Any
 import optuna
 from localearn.studies.final import best_config, final_run, matched_epochs, run_dir, summary_lines
 from localearn.studies.protocol import check_no_collisions
+from localearn.studies.report import write_report
 from localearn.studies.spec import StudySpec, load_spec
 from localearn.studies.storage import (
+    check_url,
     describe,
     ensure_study,
     is_rdb,
@@ -33,6 +35,13 @@ from tqdm.auto import tqdm
 import localearn
 from localearn.checkpoint import write_json
 from localearn.errors import ConfigError, LocalearnError
+from localearn.runrecord import RunRecord
+
+
+def objective(spec: StudySpec) -> dict[str, Any]:
+    """What every arm's trials optimise, which a started study keeps: the task's metric on the
+    validation split, its direction, and the one precision of every arm."""
+    return {"task": spec.task, "metric": spec.metric, "direction": spec.direction, "precision": spec.precision}
 
 
 def _stop_rule(spec: StudySpec) -> dict[str, Any]:
@@ -49,17 +58,18 @@ class _Record:
             "name": spec.name, "spec": spec.to_dict(), "storage": storage, "protocol": spec.protocol,
             "stop_rule": _stop_rule(spec),
             "pruner": {"policy": spec.pruner, "class": type(make_pruner(spec.pruner)).__name__,
-                       "axis": "whole-model validation accuracy per data pass"},
+                       "axis": f"whole-model validation {spec.metric} per data pass"},
             "optuna_version": optuna.__version__, "localearn_version": localearn.__version__, "seeds": spec.seeds,
-            "arms": {}, "status": "tuning",
+            "objective": objective(spec), "margin": spec.margin, "arms": {}, "status": "tuning",
         }
         for arm in spec.arms:
             name = optuna_name(spec, arm)
             self.data["arms"][arm.key] = {
                 "dataset": arm.dataset, "arm": arm.name, "algo": arm.algo, "arch": arm.arch,
-                "options": arm.learner_options(), "fixed": arm.fixed, "search_space": arm.search_space,
-                "baseline_of": arm.baseline, "is_baseline": arm.is_baseline, "optuna_study": name,
-                "sampler": sampler_record(name)[1], "tuning": None, "final": None,
+                "options": arm.learner_options(), "fixed": arm.fixed, "search": arm.search,
+                "search_space": arm.search_space, "grid": arm.grid, "baseline_of": arm.baseline,
+                "is_baseline": arm.is_baseline, "optuna_study": name, "sampler": sampler_record(name, arm)[1],
+                "tuning": None, "final": None,
             }
 
     def save(self, **changes: Any) -> None:
@@ -93,12 +103,12 @@ def _tune(spec: StudySpec, storage: Any, url: str | None, study_dir: Path, worke
         if lost:
             tqdm.write(f"{len(lost)} worker(s) exited abnormally ({lost}); their slots are re-run here")
     # In-process (one worker), or the sweep after the workers: every local worker is gone now.
-    Worker(spec, storage, on_trial=lambda: bar.update(1)).run(all_local_dead=True)
+    Worker(spec, storage, heartbeat=heartbeat, on_trial=lambda: bar.update(1)).run(all_local_dead=True)
     bar.n = done()
     bar.refresh()
 
 
-def _tuning_record(study: optuna.Study) -> dict[str, Any]:
+def _tuning_record(study: optuna.Study, metric: str) -> dict[str, Any]:
     counts = slot_counts(study)
     trials = study.get_trials(deepcopy=False)
     seconds = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in trials)
@@ -108,7 +118,7 @@ def _tuning_record(study: optuna.Study) -> dict[str, Any]:
     return {"trials_complete": counts["complete"], "trials_pruned": counts["pruned"],
             "trials_failed": counts["failed"], "seconds": wall, "train_seconds": seconds,
             "best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
-            "best_trial": best.number if best else None}
+            "best_trial": best.number if best else None, "metric": f"val_{metric}"}
 
 
 def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: str | None = None, workers: int = 1,
@@ -123,7 +133,8 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
         workers: local worker processes sharing the storage.
         out: the study directory (default ``./studies_out/<name>``).
         progress: a progress bar over trials and final runs, and the summary on stdout.
-        heartbeat_interval: seconds between RDB heartbeats (a dead worker's trial is retried after 3x).
+        heartbeat_interval: seconds between a running trial's heartbeats (a trial whose beat stopped for
+            3x that is retried elsewhere).
         tune_only: only run tuning slots (a helper machine on a shared RDB storage).
         report: write the report (``localearn.studies.report.write_report``) at the end.
     """
@@ -135,12 +146,15 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
         raise ConfigError("sqlite storage is for one worker; use the default journal file or PostgreSQL "
                           "(postgresql+psycopg://...) for --workers > 1")
+    check_url(storage)  # before anything is written: a mistyped URL must not become a file
     study_dir = Path(out) if out is not None else Path("studies_out") / spec.name
-    study_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).resolve() != (study_dir / "spec.toml").resolve():
-        shutil.copyfile(spec_or_path, study_dir / "spec.toml")
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a folder below one, or no permission
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot use {study_dir} as the study directory ({why})") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = open_storage(storage, study_dir, heartbeat_interval=heartbeat_interval)
+    store = open_storage(storage, study_dir)
     record = _Record(spec, study_dir, describe(storage, study_dir))
     studies: dict[str, optuna.Study] = {}
     for arm in spec.arms:
@@ -148,10 +162,16 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
         attrs = {"localearn": {k: record.data[k] for k in ("protocol", "stop_rule", "pruner", "localearn_version")},
                  "sampler": entry["sampler"], "optuna_version": optuna.__version__, "arm": arm.key,
                  "algo": arm.algo, "arch": arm.arch, "baseline_of": arm.baseline}
-        studies[arm.key] = study = ensure_study(store, entry["optuna_study"], spec.trials, attrs)
+        studies[arm.key] = ensure_study(store, entry["optuna_study"], spec.trials, attrs, direction=spec.direction,
+                                        points=arm.points() * (spec.trials if arm.search == "tpe" else 1),
+                                        objective=record.data["objective"])
+    # The spec is kept only once the storage accepted it (a refused budget change keeps the old one).
+    if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).resolve() != (study_dir / "spec.toml").resolve():
+        shutil.copyfile(spec_or_path, study_dir / "spec.toml")
     record.save(status="tuning")
-    # Resume: fail trials orphaned by a dead run (the journal has no heartbeat) and re-queue slots
-    # lost to a crash or Ctrl-C, before any worker starts (a duplicate this races into yields).
+    # Resume: fail trials orphaned by a dead run of this host and re-queue slots lost to a crash or
+    # Ctrl-C, before any worker starts (a duplicate this races into yields); a stopped heartbeat
+    # elsewhere is seen by the workers' watch.
     for study in studies.values():
         repair_orphans(study, store, all_local_dead=not is_rdb(storage))
         requeue_lost(study, store)
@@ -162,19 +182,19 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
     try:
         _tune(spec, store, storage, study_dir, workers, heartbeat_interval, bar, studies)
         for arm in spec.arms:
-            record.data["arms"][arm.key]["tuning"] = _tuning_record(studies[arm.key])
+            record.data["arms"][arm.key]["tuning"] = _tuning_record(studies[arm.key], spec.metric)
         record.save()
         if tune_only:
             return {}
         configs = {arm.key: best_config(studies[arm.key], arm) for arm in spec.arms}
-        for ds in spec.datasets:  # Rule 4: no two arms may have drawn identical values
-            try:
-                check_no_collisions({k: c["params"] for k, c in configs.items()
-                                     if k.startswith(f"{ds}/") and c["params"]})  # all-fixed arms draw nothing
+        for ds in spec.datasets:  # Rule 4: no two searched arms may have drawn identical values
+            try:  # (grid and fixed arms draw nothing: equal grid points are the spec's choice)
+                check_no_collisions({k: c["params"] for k, c in configs.items() if k.startswith(f"{ds}/")
+                                     and c["params"] and spec.arm(k).search == "tpe"})
             except ValueError as exc:
                 raise LocalearnError(str(exc)) from None
         record.save(status="final")
-        runs: dict[str, dict[int, dict[str, Any]]] = {}
+        runs: dict[str, dict[int, RunRecord]] = {}
         for arm in sorted(spec.arms, key=lambda a: not a.is_baseline):  # backprop first (Protocol B)
             epochs = None
             if spec.protocol == "matched_passes" and not arm.is_baseline and arm.baseline:
@@ -194,8 +214,6 @@ def run_study(spec_or_path: StudySpec | str | Path | dict[str, Any], storage: st
         bar.close()
     summary: dict[str, Any] = {}
     if report:
-        from localearn.studies.report import write_report  # matplotlib, lazily
-
         summary = write_report(study_dir, storage=storage)
     if progress:
         print("\n".join(["", *summary_lines(spec, runs), f"  study directory {study_dir}"]))

@@ -4,77 +4,50 @@ Spyra & Dzwinel, arXiv 2511.01061 (revised), found three asymmetries in the refe
 per-arm stopping rules, a pruner and a smaller budget for backprop only, and a TPE sampler seeded
 with the global seed. A spec cannot express any of them: the budget (``trials``, ``epochs``),
 the stopping rule (``patience``, ``stop_metric``), the pruner and the seeds live in ``[study]``
-only, and the per-arm keys that would set them are rejected. Sampler seeds are never a spec
-value; the runner derives them from the Optuna study name. Every error is one line naming the
-file and the key, raised before any data is loaded.
+only, and the per-arm keys that would set them are rejected (:mod:`localearn.studies.arms`).
+Every arm runs ``trials`` configurations: a grid arm has exactly that many points, a fixed arm
+is one trial (so a study of fixed arms has ``trials = 1``). The ``task`` (default
+classification) makes its metric every arm's objective, in its direction (accuracy and ROC-AUC
+up, MSE down); ``precision`` (default fp32) is every arm's. ``margin`` is the equivalence margin
+of the verdicts, in the units the report shows the metric in (pp for accuracy and ROC-AUC, the
+protocol's 0.25 by default; MSE has no protocol margin, so an MSE study states its own).
+Sampler seeds are never a spec value; the runner derives them from the Optuna study name. Every
+error is one line naming the file and the key, raised before any data is loaded.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localearn.arch import parse_arch
-from localearn.data import canonical_dataset, dataset_kind
+from localearn.studies.arms import Arm, check_arm, expand, fail, folder_name, typed
+
+from localearn.data import canonical_dataset
 from localearn.errors import ConfigError, LocalearnError
-from localearn.models.localize import arm_arch
-from localearn.registry import canonical_name, get_algorithm
-from localearn.run import check_options
+from localearn.runspec import check_task
+from localearn.tasks import TASKS
+from localearn.update import PRECISIONS
 
 PROTOCOLS = ("own_convergence", "matched_passes")
 STOP_METRICS = ("auto", "val_loss", "val_acc")
 PRUNERS = ("none", "median", "hyperband")
-BASELINES = {"image": "backprop", "graph": "backprop_gnn"}
-#: per-arm keys that would give one arm its own budget or rule (§2.1): always rejected.
-RULE_KEYS = ("trials", "epochs", "patience", "pruner", "stop_metric", "sampler", "seed", "seeds",
-             "min_delta", "restore_best", "protocol")
-#: TrainConfig values an arm may fix (and a search space may tune).
-FIXED_KEYS = ("optimizer", "lr", "weight_decay", "batch_size", "momentum")
+#: the equivalence margin per metric, in report units (pp); None: the spec must give one
+MARGINS: dict[str, float | None] = {"accuracy": 0.25, "roc_auc": 0.25, "mse": None}
 _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "dataset": (str,), "datasets": (list,), "data_dir": (str,), "dataset_options": (dict,),
     "trials": (int,), "epochs": (int,), "patience": (int,), "seeds": (list,), "protocol": (str,),
     "stop_metric": (str,), "pruner": (str,), "batch_size": (int,), "device": (str,), "restore_best": (bool,),
-    "energy": (bool,), "country": (str,), "idle_seconds": (int, float),
+    "energy": (bool,), "country": (str,), "idle_seconds": (int, float), "task": (str,), "precision": (str,),
+    "margin": (int, float),
 }
-_ARM_TYPES: dict[str, tuple[type, ...]] = {
-    "algo": (str,), "name": (str,), "arch": (str,), "schedule": (str,), "options": (dict,), "model": (str,),
-    "fixed": (dict,), "search_space": (dict,), "blocks": (int, str, list), "balance": (str,), "model_options": (dict,),
-}
-_RANGE_KEYS = {"low", "high", "log", "type", "step", "choices"}
-
-
-@dataclass
-class Arm:
-    """One arm of a comparison on one dataset."""
-
-    name: str
-    algo: str
-    dataset: str
-    arch: str
-    schedule: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    fixed: dict[str, Any] = field(default_factory=dict)
-    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    is_baseline: bool = False
-    baseline: str | None = None  # the key of the backprop arm it is compared with
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}/{self.name}"
-
-    def learner_options(self) -> dict[str, Any]:
-        """Options for ``build_learner``: the arm's options plus its arch and schedule."""
-        opts = {**self.options, "arch": self.arch}
-        if self.schedule is not None:
-            opts["schedule"] = self.schedule
-        return opts
 
 
 @dataclass
 class StudySpec:
-    """A validated study: one budget, one stopping rule and one pruner for every arm."""
+    """A validated study: one budget, stopping rule, pruner, objective and precision for every arm."""
 
     name: str
     datasets: list[str]
@@ -94,7 +67,20 @@ class StudySpec:
     idle_seconds: float = 10.0
     data_dir: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
+    precision: str = "fp32"
+    margin: float = 0.25
     source: str = "<dict>"
+
+    @property
+    def metric(self) -> str:
+        """The objective of every arm: the task's metric (``accuracy``, ``roc_auc``, ``mse``)."""
+        return TASKS[self.task].metric
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` or ``minimize``: the metric's direction."""
+        return "maximize" if TASKS[self.task].higher_is_better else "minimize"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,154 +89,63 @@ class StudySpec:
         return next(a for a in self.arms if a.key == key)
 
 
-def _fail(where: str, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{where}: {key}: {problem}")
-
-
-def _typed(where: str, table: dict[str, Any], types: dict[str, tuple[type, ...]], prefix: str) -> None:
-    for key, value in table.items():
-        if key not in types:
-            raise _fail(where, f"{prefix}{key}", f"unknown key; valid: {', '.join(types)}")
-        ok = isinstance(value, types[key]) and not (isinstance(value, bool) and bool not in types[key])
-        if not ok:
-            want = " or ".join(t.__name__ for t in types[key])
-            raise _fail(where, f"{prefix}{key}", f"expected {want}, got {value!r}")
-
-
-def _check_range(where: str, key: str, rng: Any) -> None:
-    if not isinstance(rng, dict):
-        raise _fail(where, key, f"expected a table such as {{ low = 1e-4, high = 1e-1, log = true }}, got {rng!r}")
-    bad = sorted(set(rng) - _RANGE_KEYS)
-    if bad:
-        raise _fail(where, f"{key}.{bad[0]}", f"unknown key; valid: {', '.join(sorted(_RANGE_KEYS))}")
-    if "choices" in rng:
-        if not isinstance(rng["choices"], list) or not rng["choices"] or len(rng) > 1:
-            raise _fail(where, key, "choices must be a non-empty list and stand alone")
-        return
-    if "low" not in rng or "high" not in rng:
-        raise _fail(where, key, "a range needs low and high (or choices = [...])")
-    kind = rng.get("type", "float")
-    if kind not in ("float", "int"):
-        raise _fail(where, f"{key}.type", f"must be float or int, got {kind!r}")
-    lo, hi = rng["low"], rng["high"]
-    number = int if kind == "int" else (int, float)
-    if not all(isinstance(v, number) and not isinstance(v, bool) for v in (lo, hi)):
-        raise _fail(where, key, f"low and high must be {kind} numbers, got {lo!r} and {hi!r}")
-    if not lo < hi:
-        raise _fail(where, key, f"low must be below high, got low={lo} high={hi}")
-    if rng.get("log", False) and lo <= 0:
-        raise _fail(where, key, f"a log range needs low > 0, got {lo}")
-
-
-def _arm(where: str, i: int, raw: Any) -> dict[str, Any]:
-    prefix = f"arms[{i}]."
-    if not isinstance(raw, dict):
-        raise _fail(where, f"arms[{i}]", "each [[arms]] entry must be a table")
-    for key in raw:
-        if key in RULE_KEYS:
-            raise _fail(where, f"{prefix}{key}", "a per-arm budget or rule is not allowed: every arm gets the "
-                        "[study] budget, stopping rule, pruner and seeds (STUDY_PROTOCOL §2.1); set it in [study]")
-    _typed(where, raw, _ARM_TYPES, prefix)
-    if "algo" not in raw:
-        raise _fail(where, f"{prefix}algo", "required (a learner name; see `localearn algos`)")
-    try:
-        algo = canonical_name(raw["algo"])
-    except LocalearnError as exc:
-        raise _fail(where, f"{prefix}algo", str(exc)) from None
-    cls = get_algorithm(algo)
-    try:
-        arch = arm_arch(algo, raw)  # arch, or a model with its cut settings as a model: spec
-        arch = str(parse_arch(arch)) if arch is not None else None
-    except LocalearnError as exc:
-        raise _fail(where, f"{prefix}arch", str(exc)) from None
-    schedule = raw.get("schedule")
-    if schedule is not None and schedule not in cls.schedules:
-        raise _fail(where, f"{prefix}schedule", f"{algo} supports {', '.join(cls.schedules)}, not {schedule!r}")
-    options = dict(raw.get("options", {}))
-    try:
-        check_options(algo, {**options, **({"arch": arch} if arch else {})})
-    except LocalearnError as exc:
-        raise _fail(where, f"{prefix}options", str(exc)) from None
-    fixed = dict(raw.get("fixed", {}))
-    for key, value in fixed.items():
-        if key not in FIXED_KEYS:
-            raise _fail(where, f"{prefix}fixed.{key}", f"not a fixable training value; valid: {', '.join(FIXED_KEYS)}")
-        if key == "optimizer" and value not in ("adam", "adamw", "sgd"):
-            raise _fail(where, f"{prefix}fixed.optimizer", f"must be adam, adamw or sgd, got {value!r}")
-        if key != "optimizer" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise _fail(where, f"{prefix}fixed.{key}", f"must be a non-negative number, got {value!r}")
-    space = dict(raw.get("search_space", {}))
-    for key, rng in space.items():
-        if key in RULE_KEYS:
-            raise _fail(where, f"{prefix}search_space.{key}", "a budget or rule cannot be tuned per arm (§2.1)")
-        _check_range(where, f"{prefix}search_space.{key}", rng)
-        if key not in FIXED_KEYS:
-            try:
-                check_options(algo, {key: (rng.get("choices") or [rng["low"]])[0]})
-            except LocalearnError as exc:
-                raise _fail(where, f"{prefix}search_space.{key}", str(exc)) from None
-    if "/" in raw.get("name", "") or raw.get("name", "x").strip() == "":
-        raise _fail(where, f"{prefix}name", f"must be non-empty and without '/', got {raw['name']!r}")
-    return {"name": raw.get("name") or algo, "algo": algo, "arch": arch, "schedule": schedule,
-            "options": options, "fixed": fixed, "search_space": space}
-
-
 def _seeds(where: str, seeds: list[Any]) -> list[int]:
     if len(seeds) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise _fail(where, "study.seeds", f"needs >= 2 integer seeds (paired final runs), got {seeds!r}")
+        raise fail(where, "study.seeds", f"needs >= 2 integer seeds (paired final runs), got {seeds!r}")
     if len(set(seeds)) != len(seeds):
-        raise _fail(where, "study.seeds", f"seeds must be distinct, got {seeds!r}")
+        raise fail(where, "study.seeds", f"seeds must be distinct, got {seeds!r}")
     return list(seeds)
 
 
 def _datasets(where: str, study: dict[str, Any]) -> list[str]:
     if ("dataset" in study) == ("datasets" in study):
-        raise _fail(where, "study.dataset", "give exactly one of dataset = \"...\" or datasets = [...]")
+        raise fail(where, "study.dataset", "give exactly one of dataset = \"...\" or datasets = [...]")
     names = [study["dataset"]] if "dataset" in study else study["datasets"]
     if not names or not all(isinstance(n, str) for n in names):
-        raise _fail(where, "study.datasets", f"expected a non-empty list of names, got {names!r}")
+        raise fail(where, "study.datasets", f"expected a non-empty list of names, got {names!r}")
     try:
         return [canonical_dataset(n) for n in names]
     except LocalearnError as exc:
-        raise _fail(where, "study.dataset", str(exc)) from None
+        raise fail(where, "study.dataset", str(exc)) from None
 
 
-def _expand(where: str, raws: list[dict[str, Any]], datasets: list[str]) -> list[Arm]:
-    """One arm per (dataset, arm); auto-add a same-arch backprop arm and pair every local arm."""
-    names = [r["name"] for r in raws]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup is not None:
-        raise _fail(where, "arms.name", f"two arms are named {dup!r}; give each a unique name = \"...\"")
-    arms: list[Arm] = []
-    for ds in datasets:
-        kind = dataset_kind(ds)
-        bp_algo = BASELINES[kind]
-        bps: dict[str, Arm] = {}
-        given: list[Arm] = []
-        locals_: list[Arm] = []
-        for i, r in enumerate(raws):
-            cls = get_algorithm(r["algo"])
-            if cls.supports_graphs != (kind == "graph"):
-                want = "graph" if cls.supports_graphs else "image"
-                raise _fail(where, f"arms[{i}].algo", f"{r['algo']} takes {want} data, but dataset {ds!r} is {kind}")
-            arm = Arm(dataset=ds, **{**r, "arch": r["arch"] or str(parse_arch(cls.default_arch))})
-            if r["algo"] == bp_algo:
-                arm.is_baseline = True
-                given.append(arm)
-                bps.setdefault(arm.arch, arm)
-            else:
-                locals_.append(arm)
-        archs = sorted({a.arch for a in locals_} - set(bps))
-        for arch in archs:
-            name = "backprop" if len(archs) == 1 and not bps else f"backprop@{arch}"
-            if name in names:
-                raise _fail(where, "arms.name", f"{name!r} is reserved for the auto-added backprop arm")
-            bps[arch] = Arm(name=name, algo=bp_algo, dataset=ds, arch=arch, is_baseline=True)
-            given.append(bps[arch])
-        for arm in locals_:
-            arm.baseline = bps[arm.arch].key
-        arms += given + locals_
-    return arms
+def _trials(where: str, study: dict[str, Any], raws: list[dict[str, Any]]) -> int:
+    """The one budget: ``study.trials``; without it, a grid's size, 1 for fixed arms, else 50.
+    Every grid arm must have exactly that many points and a fixed arm needs a budget of one."""
+    sizes = {i: math.prod(len(v) for v in r["grid"].values()) for i, r in enumerate(raws) if r["search"] == "grid"}
+    fixed = [i for i, r in enumerate(raws) if r["search"] == "fixed"]
+    default = next(iter(sizes.values())) if sizes else 1 if len(fixed) == len(raws) else 50
+    trials = int(study.get("trials", default))
+    for i, size in sizes.items():
+        if size != trials:
+            raise fail(where, f"arms[{i}].grid", f"{size} points, but every arm gets study.trials = {trials} trials "
+                       "(STUDY_PROTOCOL §6: equal budgets); make each grid that size")
+    if fixed and trials != 1:
+        raise fail(where, f"arms[{fixed[0]}].search", f"a fixed arm runs one trial, but every arm gets study.trials = "
+                   f"{trials} (STUDY_PROTOCOL §6: equal budgets); fix every arm (trials = 1) or search this one")
+    return trials
+
+
+def _objective(where: str, study: dict[str, Any], arms: list[Arm]) -> tuple[str, str, float]:
+    """The task (every arm's learner must train it), the precision and the verdicts' margin."""
+    task, precision = study.get("task", "classification"), study.get("precision", "fp32")
+    if task not in TASKS:
+        raise fail(where, "study.task", f"must be one of {', '.join(TASKS)}, got {task!r}")
+    if precision not in PRECISIONS:
+        raise fail(where, "study.precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if task != "classification":
+        for arm in arms:
+            try:
+                check_task(arm.algo, task)
+            except LocalearnError as exc:
+                raise fail(where, "study.task", f"arm {arm.name}: {exc}") from None
+    margin = study.get("margin", MARGINS[TASKS[task].metric])
+    if margin is None:
+        raise fail(where, "study.margin", f"required for task {task}: {TASKS[task].metric} has no protocol "
+                   "equivalence margin, so the spec states one (in the metric's units)")
+    if not (margin > 0 and math.isfinite(margin)):
+        raise fail(where, "study.margin", f"must be a positive number, got {margin!r}")
+    return task, precision, float(margin)
 
 
 def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
@@ -261,40 +156,46 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
         path = Path(source)
         where, base = str(path), path.resolve().parent
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such study spec") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a study spec is a TOML file") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"{path}: cannot read the study spec ({exc.strerror or type(exc).__name__})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in raw:
         if key not in ("study", "arms"):
-            raise _fail(where, key, "unknown table; a spec has [study] and [[arms]]")
+            raise fail(where, key, "unknown table; a spec has [study] and [[arms]]")
     study = raw.get("study")
     if not isinstance(study, dict):
-        raise _fail(where, "study", "a [study] table is required")
-    _typed(where, study, _STUDY_TYPES, "study.")
-    if not study.get("name", "").strip() or "/" in study.get("name", "/"):
-        raise _fail(where, "study.name", "required, a non-empty name without '/'")
+        raise fail(where, "study", "a [study] table is required")
+    typed(where, study, _STUDY_TYPES, "study.")
+    folder_name(where, "study.name", study.get("name", ""))
     for key in ("trials", "epochs", "patience", "batch_size"):
         if key in study and study[key] < 1:
-            raise _fail(where, f"study.{key}", f"must be >= 1, got {study[key]}")
-    for key, valid in (("protocol", PROTOCOLS), ("stop_metric", STOP_METRICS), ("pruner", PRUNERS)):
+            raise fail(where, f"study.{key}", f"must be >= 1, got {study[key]}")
+    for key, valid in (("protocol", PROTOCOLS), ("stop_metric", STOP_METRICS), ("pruner", PRUNERS),
+                       ("device", ("auto", "cpu", "cuda"))):
         if key in study and study[key] not in valid:
-            raise _fail(where, f"study.{key}", f"must be one of {', '.join(valid)}, got {study[key]!r}")
-    if study.get("device", "auto") not in ("auto", "cpu", "cuda"):
-        raise _fail(where, "study.device", f"must be auto, cpu or cuda, got {study['device']!r}")
+            raise fail(where, f"study.{key}", f"must be one of {', '.join(valid)}, got {study[key]!r}")
     if study.get("idle_seconds", 0) < 0:
-        raise _fail(where, "study.idle_seconds", "must be >= 0")
+        raise fail(where, "study.idle_seconds", "must be >= 0")
     arms_raw = raw.get("arms")
     if not isinstance(arms_raw, list) or not arms_raw:
-        raise _fail(where, "arms", "at least one [[arms]] table is required")
+        raise fail(where, "arms", "at least one [[arms]] table is required")
     datasets = _datasets(where, study)
-    arms = _expand(where, [_arm(where, i, a) for i, a in enumerate(arms_raw)], datasets)
+    raws = [check_arm(where, i, a) for i, a in enumerate(arms_raw)]
+    trials = _trials(where, study, raws)
+    arms = expand(where, raws, datasets, trials)
+    task, precision, margin = _objective(where, study, arms)
     data_dir = study.get("data_dir")
     if data_dir is not None and not Path(data_dir).is_absolute():
         data_dir = str(base / data_dir) if (base / data_dir).exists() else str(Path(data_dir).resolve())
-    plain = {k: study[k] for k in ("trials", "epochs", "patience", "protocol", "stop_metric", "pruner", "batch_size",
+    plain = {k: study[k] for k in ("epochs", "patience", "protocol", "stop_metric", "pruner", "batch_size",
                                    "device", "restore_best", "energy", "idle_seconds", "dataset_options") if k in study}
     return StudySpec(name=study["name"], datasets=datasets, arms=arms, data_dir=data_dir, source=where,
                      seeds=_seeds(where, study["seeds"]) if "seeds" in study else [0, 1, 2, 3, 4],
-                     country=study.get("country"), **plain)
+                     country=study.get("country"), trials=trials, task=task, precision=precision, margin=margin,
+                     **plain)

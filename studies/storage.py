@@ -1,135 +1,101 @@
-"""Optuna storages for studies, and the slot mechanism that makes a budget exact.
+"""Optuna storages for studies, and the slot mechanism that makes a budget exact (public API only).
 
 Storage: an embedded ``JournalStorage`` file by default (one machine, no server), or any Optuna RDB
-URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path, with Optuna's heartbeat and
-``RetryHeartbeatStaleTrialCallback`` so a trial whose worker died is failed and re-queued.
+URL; PostgreSQL (``postgresql+psycopg://``) is the multi-machine path. URLs are checked and masked
+in :mod:`localearn.studies.urls`.
 
 Exact budgets: an arm's Optuna study is created once with exactly ``trials`` WAITING trials (the
-slots, user attr ``slot``). Workers only run popped slots: the storage refuses to create a fresh
-trial while a worker loop runs (``refuse_fresh``), so two workers racing for the last slot cannot
-both run it (Optuna pops a WAITING trial atomically in both storages). A stale or orphaned slot
-is failed once (the state change is atomic: the loser gets ``UpdateFinishedTrialError``) and
-re-queued with the same params and slot, so no slot is lost or run twice to completion.
+slots, user attr ``slot``; a grid arm's slots each carry their grid point, ``enqueue_trial``).
+Workers never ask Optuna for a trial (``Study.ask`` creates a fresh one when none waits): they pop
+a WAITING slot themselves (:func:`pop_slot`, the state change WAITING -> RUNNING that the storage
+makes atomic: a second popper gets False) and report with ``Study.tell``; so two workers racing
+for the last slot cannot both run it, and no unbudgeted trial is ever created. A worker beats
+(:class:`Heartbeat`: the trial's ``heartbeat`` attr counts up every interval); a RUNNING trial
+whose worker process is gone (this host) or whose beat stopped advancing for the grace period
+(:class:`StaleWatch`, timed on the observer's own clock, so hosts need no common clock) is failed
+once, with a ``failure`` reason (the attribute first, while the trial still runs; then the FAIL,
+the atomic claim: the loser gets ``UpdateFinishedTrialError``), and re-queued with the same params
+and slot, so no slot is lost or run twice to completion. ``tests/studies/test_optuna_contract.py``
+fails if a storage behaviour this relies on changes.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import os
 import socket
+import threading
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from localearn.studies.urls import check_url, describe, is_rdb, journal_path, mask_url, scrub, storage_file
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from localearn.errors import ConfigError
 
+__all__ = ["Heartbeat", "StaleWatch", "check_url", "describe", "ensure_study", "is_rdb", "journal_path", "mask_url",
+           "open_storage", "pop_slot", "repair_orphans", "requeue", "requeue_lost", "scrub", "slot_counts",
+           "slot_taken", "trial_id", "worker_id"]
+
 READY_ATTR = "localearn_slots"
+OBJECTIVE_ATTR = "localearn_objective"
+POINTS_ATTR = "localearn_points"
 HOST = socket.gethostname()
 
 
-class NoSlotLeft(Exception):
-    """Raised instead of creating an unbudgeted trial: every slot is taken or finished."""
-
-
-class _Refusing:
-    """Mixin: ``create_new_trial`` without a template (Optuna's "ask for a fresh trial") is refused
-    while ``refuse_fresh`` is set; queued and retried trials (which have templates) pass."""
-
-    refuse_fresh = False
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        if template_trial is None and self.refuse_fresh:
-            raise NoSlotLeft
-        return super().create_new_trial(study_id, template_trial)  # type: ignore[misc]
-
-
-class SlotJournalStorage(_Refusing, JournalStorage):
-    """A journal-file storage that only runs budgeted slots."""
-
-
-class SlotRDBStorage(_Refusing, RDBStorage):
-    """An RDB storage (PostgreSQL, SQLite) that only runs budgeted slots."""
-
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        # Optuna's cache layer (_CachedStorage, which wraps every RDBStorage) calls this one.
-        if template_trial is None and self.refuse_fresh:
-            raise NoSlotLeft
-        return super()._create_new_trial(study_id, template_trial)
-
-
-def mask_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``***`` (what study.json, logs and reports show)."""
-    if url is None or "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: hide everything between '//' and '@'
-        head, _, rest = url.partition("://")
-        return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
-def describe(url: str | None, study_dir: Path) -> str:
-    """The storage as it may be shown: a masked URL or the journal path."""
-    return str(mask_url(url)) if is_rdb(url) else str(journal_path(url, study_dir))
-
-
-def is_rdb(url: str | None) -> bool:
-    return url is not None and "://" in url and not url.startswith("journal:")
-
-
-def journal_path(url: str | None, study_dir: Path) -> Path:
-    if url is None:
-        return study_dir / "journal.log"
-    return Path(url.removeprefix("journal:")).expanduser()
-
-
-def open_storage(url: str | None, study_dir: Path, *, heartbeat_interval: int = 60,
-                 grace_period: int | None = None) -> BaseStorage:
-    """Open the study's storage: the journal file by default, or an Optuna RDB URL."""
+def open_storage(url: str | None, study_dir: Path, *, create: bool = True) -> BaseStorage:
+    """Open the study's storage: the journal file by default, or an Optuna RDB URL. ``create``
+    False (``study report``, ``study list``): a journal or SQLite file must exist already."""
+    check_url(url)
+    held = storage_file(url, study_dir)
+    if not create and held is not None and not held.is_file():
+        raise ConfigError(f"no storage file at {held}")
     if not is_rdb(url):
         path = journal_path(url, study_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SlotJournalStorage(JournalFileBackend(str(path)))
+        if path.is_dir():
+            raise ConfigError(f"journal storage {path} is a directory; name a file: journal:{path / 'journal.log'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot use {path} as the journal storage ({why})") from None
     assert url is not None
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):  # SQLAlchemy 2.0 would pick psycopg2; this package depends on psycopg 3
             url = "postgresql+psycopg://" + url[len(prefix):]
-    params = inspect.signature(RDBStorage.__init__).parameters
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback()  # max_retry None: a killed worker's slot always returns
-    kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat_interval,
-                              "grace_period": grace_period or 3 * heartbeat_interval}
-    key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
-    kwargs[key] = retry
-    if not url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return SlotRDBStorage(url, **kwargs)
+        return RDBStorage(url, engine_kwargs={} if url.startswith("sqlite") else {"pool_pre_ping": True})
     except Exception as exc:  # SQLAlchemy/psycopg errors: one line, never the password
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}") from None
+        msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        shown = scrub(f"cannot open storage {mask_url(url)}: {msg.replace(url, mask_url(url) or '')}")
+        raise ConfigError(shown) from None
 
 
-def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, Any],
-                 wait_seconds: float = 120.0) -> optuna.Study:
+def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, Any], *,
+                 points: list[dict[str, Any]] | None = None, direction: str = "maximize",
+                 objective: dict[str, Any] | None = None, wait_seconds: float = 120.0) -> optuna.Study:
     """Create the arm's Optuna study with exactly ``trials`` slots, or load it when it exists.
 
-    Creation is atomic in both storages (a duplicate name raises), so exactly one process queues
-    the slots; the others wait until the creator has marked the study ready.
+    ``points``: each slot's queued parameters (a grid arm's points; default none: a search draws
+    them). ``objective``: what the trials optimise (metric, direction, precision), which a started
+    study keeps. Creation is atomic in both storages (a duplicate name raises), so exactly one
+    process queues the slots; the others wait until the creator has marked the study ready.
     """
+    points = points if points is not None else [{}] * trials
+    if len(points) != trials:
+        raise ConfigError(f"study {name!r}: {len(points)} queued points for a budget of {trials} trials")
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study = optuna.create_study(study_name=name, storage=storage,
+                                    direction=StudyDirection.MINIMIZE if direction == "minimize" else
+                                    StudyDirection.MAXIMIZE)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
         deadline = time.monotonic() + wait_seconds
@@ -141,13 +107,87 @@ def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, 
         if study.user_attrs[READY_ATTR] != trials:
             raise ConfigError(f"study {name!r} in this storage has {study.user_attrs[READY_ATTR]} trials per arm, "
                               f"the spec {trials}: a budget cannot change once a study started") from None
+        kept = study.user_attrs.get(OBJECTIVE_ATTR, {"task": "classification", "metric": "accuracy",
+                                                     "direction": "maximize", "precision": "fp32"})  # an older study
+        if objective is not None and kept != objective:
+            raise ConfigError(f"study {name!r} in this storage optimises {kept}, the spec {objective}: an objective "
+                              "or precision cannot change once a study started") from None
+        queued = study.user_attrs.get(POINTS_ATTR, [{}] * trials)
+        if queued != points:
+            raise ConfigError(f"study {name!r} in this storage queued the points {queued}, the spec {points}: a grid "
+                              "cannot change once a study started") from None
         return study
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for slot in range(trials):
-        study.enqueue_trial({}, user_attrs={"slot": slot})
+    if objective is not None:
+        study.set_user_attr(OBJECTIVE_ATTR, objective)
+    study.set_user_attr(POINTS_ATTR, points)
+    for slot, point in enumerate(points):
+        study.enqueue_trial(point, user_attrs={"slot": slot})
     study.set_user_attr(READY_ATTR, trials)
     return study
+
+
+def trial_id(study: optuna.Study, storage: BaseStorage, number: int) -> int:
+    """The storage's id of ``study``'s trial ``number`` (public storage API, no private attribute)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def pop_slot(study: optuna.Study, storage: BaseStorage) -> tuple[optuna.Trial, int] | None:
+    """Take one WAITING slot of ``study`` (atomically: WAITING -> RUNNING succeeds for one process)
+    and open it as a trial, as ``Study.ask`` does; None when no slot waits. Never creates a trial."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                return optuna.Trial(study, tid), tid  # runs the sampler's before_trial, as ask() does
+        except UpdateFinishedTrialError:
+            continue  # another process ran it meanwhile
+    return None
+
+
+class Heartbeat:
+    """While a trial runs, count its ``heartbeat`` user attr up every ``interval`` seconds (a thread)."""
+
+    def __init__(self, storage: BaseStorage, tid: int, interval: float) -> None:
+        self.storage, self.tid, self.interval = storage, tid, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="localearn-heartbeat")
+
+    def _beat(self) -> None:
+        beat = 0
+        while True:
+            beat += 1
+            # A storage hiccup must not end the trial: a missed beat only risks a retry elsewhere.
+            with contextlib.suppress(Exception):
+                self.storage.set_trial_user_attr(self.tid, "heartbeat", beat)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class StaleWatch:
+    """Which RUNNING trials stopped beating: a trial whose ``heartbeat`` attr has not changed for
+    ``grace`` seconds of this process's clock since it was first seen (no cross-host clock needed)."""
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace, self.clock = grace, clock
+        self.seen: dict[tuple[str, int], tuple[Any, float]] = {}
+
+    def stale(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        key, beat, now = (study.study_name, trial.number), trial.user_attrs.get("heartbeat"), self.clock()
+        if key not in self.seen or self.seen[key][0] != beat:
+            self.seen[key] = (beat, now)
+            return False
+        return now - self.seen[key][1] > self.grace
 
 
 def worker_id() -> str:
@@ -174,37 +214,42 @@ def _dead_here(owner: str | None) -> bool:
 
 
 def requeue(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial) -> None:
-    """Queue ``trial``'s slot again with the same params, without its dead worker's attributes."""
-    keep = {k: v for k, v in trial.user_attrs.items() if k not in ("worker", "failure")}
+    """Queue ``trial``'s slot again with the same params (a grid slot keeps its point), without its
+    dead worker's attributes."""
+    keep = {k: v for k, v in trial.user_attrs.items() if k not in ("worker", "failure", "heartbeat")}
     retries = [*trial.system_attrs.get("retry_history", []), trial.number]
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions, user_attrs=keep,
         system_attrs={**trial.system_attrs, "failed_trial": retries[0], "retry_history": retries}))
 
 
-def repair_orphans(study: optuna.Study, storage: BaseStorage, *, all_local_dead: bool = False) -> int:
+def repair_orphans(study: optuna.Study, storage: BaseStorage, *, all_local_dead: bool = False,
+                   watch: StaleWatch | None = None) -> int:
     """Fail RUNNING trials whose worker is gone and re-queue their slots; returns how many.
 
-    RDB storages do this through heartbeats (``fail_stale_trials``). A journal has none, so a
-    trial is orphaned when its ``worker`` attr names a dead process of this host, or, when
-    ``all_local_dead`` (no worker of this run is alive: a resume, or the sweep after workers
-    exited), when it never recorded a worker (killed between pop and the first attribute).
+    A trial is orphaned when its ``worker`` attr names a dead process of this host; when ``watch``
+    saw its heartbeat stop (any host); or, on a journal (one host) when ``all_local_dead`` (no
+    worker of this run is alive: a resume, or the sweep after workers exited), when it never
+    recorded a worker (killed between pop and the first attribute).
     """
-    if not isinstance(storage, JournalStorage):
-        optuna.storages.fail_stale_trials(study)
-        return 0
     repaired = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("worker")
-        if not (_dead_here(owner) or (all_local_dead and (owner is None or owner.startswith(f"{HOST}:")))):
+        local = isinstance(storage, JournalStorage) and all_local_dead
+        if _dead_here(owner) or (local and (owner is None or owner.startswith(f"{HOST}:"))):
+            reason = f"worker {owner or '?'} died mid-trial"
+        elif watch is not None and watch.stale(study, t):
+            reason = f"worker {owner or '?'} stopped sending heartbeats"
+        else:
             continue
+        tid = trial_id(study, storage, t.number)
         try:  # the attribute first: a finished trial takes none; the FAIL is the atomic claim
-            storage.set_trial_user_attr(t._trial_id, "failure", f"worker {owner or '?'} died mid-trial")
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            storage.set_trial_user_attr(tid, "failure", reason)
+            if not storage.set_trial_state_values(tid, state=TrialState.FAIL):
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except UpdateFinishedTrialError:
             continue  # another process failed it first and re-queues it
-        requeue(study, storage, storage.get_trial(t._trial_id))
+        requeue(study, storage, storage.get_trial(tid))
         repaired += 1
     return repaired
 
@@ -246,8 +291,8 @@ def slot_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def requeue_lost(study: optuna.Study, storage: BaseStorage) -> int:
-    """Re-queue slots whose every trial failed without a run failure (Ctrl-C, a crash, a retry
-    callback that died between failing and re-queueing). Call only when no worker runs."""
+    """Re-queue slots whose every trial failed without a run failure (Ctrl-C, a crash, a repair
+    that died between failing and re-queueing). Call only when no worker runs."""
     by_slot: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False):
         if "slot" in t.user_attrs:

@@ -1,33 +1,39 @@
 """Tuning trials: the sampler, the pruner, the search space and the objective (STUDY_PROTOCOL Rule 4).
 
-Every arm gets the same objective: whole-model validation accuracy after the Trainer's one
-stopping rule, with the test split never evaluated (``evaluate_test=False``). The sampler is TPE
-seeded from SHA-256 of the arm's Optuna study name (``sampler_seed``), re-seeded per slot so that
-parallel workers never draw the same startup configuration. A run whose status is not
-``complete`` (diverged, ...) is a FAILED trial with its reason, never a result.
+Every arm gets the same objective: the study task's metric on the validation split of the whole
+model, in the metric's direction (accuracy and ROC-AUC maximised, MSE minimised), after the
+Trainer's one stopping rule, with the test split never evaluated (``evaluate_test=False``). A
+trial's run is resolved like every other run (:func:`localearn.runspec.resolve_run`: the arm's
+values, then the learner's recipe, then defaults) under the study's budget, rule and precision.
+A TPE arm's sampler is seeded from SHA-256 of its Optuna study name (``sampler_seed``) and
+re-seeded per slot, so that parallel workers never draw the same startup configuration; a grid
+or fixed arm runs the points queued as its slots, under Optuna's GridSampler. A run whose status
+is not ``complete`` (diverged, ...) is a FAILED trial with its reason, never a result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
+from localearn.studies.arms import RULE_KEYS, STUDY_ONLY, TRAIN_VALUES, Arm
 from localearn.studies.protocol import sampler_seed, trial_seed
-from localearn.studies.spec import FIXED_KEYS, RULE_KEYS, Arm, StudySpec
+from localearn.studies.spec import StudySpec
 from localearn.studies.storage import slot_taken, worker_id
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers import BaseSampler, GridSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from localearn.callbacks import OptunaPruning
 from localearn.data import DataBundle
 from localearn.errors import ConfigError
 from localearn.registry import get_algorithm
-from localearn.run import build_learner
-from localearn.trainer import TrainConfig, Trainer
-from localearn.utils import seed_everything
+from localearn.run import execute
+from localearn.runrecord import RunRecord
+from localearn.runspec import RunSpec, resolve_run
 
 
 class TrialFailed(Exception):
@@ -69,9 +75,16 @@ class SlotTPESampler(BaseSampler):
         self._inner.reseed_rng()
 
 
-def sampler_record(optuna_study: str) -> tuple[SlotTPESampler, dict[str, Any]]:
-    """The arm's sampler and its record (class, seed, every TPE argument, Optuna version)."""
+def sampler_record(optuna_study: str, arm: Arm | None = None) -> tuple[BaseSampler, dict[str, Any]]:
+    """The arm's sampler and its record: TPE (class, seed, every argument, Optuna version), or for
+    a grid or fixed arm Optuna's GridSampler over its grid (empty when fixed: one point)."""
     seed = sampler_seed(optuna_study)
+    if arm is not None and arm.search != "tpe":
+        # GridSampler alone may run a point twice under concurrent workers (its docstring); the points
+        # are queued as the arm's slots instead, and a value outside them is an error, never a draw.
+        return GridSampler(arm.grid, seed=seed), {
+            "class": "GridSampler", "search": arm.search, "grid": arm.grid, "points": len(arm.points()),
+            "seed": seed, "optuna_version": optuna.__version__, "queued": "one slot per grid point (enqueue_trial)"}
     sampler = SlotTPESampler(seed)
     args = {n: p.default for n, p in inspect.signature(TPESampler.__init__).parameters.items()
             if n not in ("self", "seed") and p.default is not inspect.Parameter.empty}
@@ -127,42 +140,56 @@ def suggest(trial: Any, name: str, rng: dict[str, Any]) -> Any:
 
 
 def arm_params(trial: Any, arm: Arm) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The trial's (training values, learner options): the learner's space with the arm's overrides."""
-    params = dict(get_algorithm(arm.algo).search_space(_SpaceTrial(trial, arm)))
-    for name, rng in arm.search_space.items():
-        if name not in params:
-            params[name] = suggest(trial, name, rng)
+    """The trial's (training values, learner options): a TPE arm's learner space with the arm's
+    overrides, a grid arm's point, a fixed arm's ``fixed`` values alone (the recipe does the rest)."""
+    if arm.search == "tpe":
+        params = dict(get_algorithm(arm.algo).search_space(_SpaceTrial(trial, arm)))
+        for name, rng in arm.search_space.items():
+            if name not in params:
+                params[name] = suggest(trial, name, rng)
+    else:
+        params = {name: trial.suggest_categorical(name, values) for name, values in arm.grid.items()}
     params.update(arm.fixed)
     return split_params(arm, params)
 
 
 def split_params(arm: Arm, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keys that are TrainConfig values go to the trainer, the rest are learner options."""
-    rules = sorted(set(params) & (set(RULE_KEYS) | {"epochs"}))
+    rules = sorted(set(params) & (set(RULE_KEYS) | set(STUDY_ONLY) | {"epochs"}))
     if rules:
-        raise ConfigError(f"{arm.algo}.search_space tunes {', '.join(rules)}: a budget or stopping rule "
-                          "cannot differ between arms (STUDY_PROTOCOL §2.1)")
-    train = {k: v for k, v in params.items() if k in FIXED_KEYS}
+        raise ConfigError(f"{arm.algo}.search_space tunes {', '.join(rules)}: a budget or stopping rule cannot differ "
+                          "between arms, nor the study's task or precision (STUDY_PROTOCOL §2.1)")
+    train = {k: v for k, v in params.items() if k in TRAIN_VALUES}
     return train, {k: v for k, v in params.items() if k not in train}
 
 
 def train_config(spec: StudySpec, seed: int, **overrides: Any) -> dict[str, Any]:
-    """The stopping rule and budget every arm shares, plus the arm's tuned values."""
+    """The budget, stopping rule and precision every arm shares, plus the arm's values."""
     cfg: dict[str, Any] = {"epochs": spec.epochs, "patience": spec.patience, "restore_best": spec.restore_best,
                            "stop_metric": None if spec.stop_metric == "auto" else spec.stop_metric,
-                           "seed": seed, "device": spec.device, "progress": False}
+                           "seed": seed, "device": spec.device, "progress": False, "precision": spec.precision}
     if spec.batch_size is not None:
         cfg["batch_size"] = spec.batch_size
     cfg.update(overrides)
     return cfg
 
 
-def objective(spec: StudySpec, arm: Arm, data: DataBundle, optuna_study: str) -> Any:
-    """The arm's Optuna objective: validation accuracy of the whole model, test never touched."""
+def arm_run(spec: StudySpec, arm: Arm, train: dict[str, Any], options: dict[str, Any], seed: int,
+            **overrides: Any) -> RunSpec:
+    """One run of ``arm`` (a trial's or a final one), resolved as ``localearn.fit`` resolves its runs:
+    the study's and the arm's values, then the learner's recipe, then defaults."""
+    settings = {**arm.settings, **({"task": spec.task} if spec.task != "classification" else {})}
+    return resolve_run(arm.algo, arm.dataset, settings=settings, learner_options={**arm.options, **options},
+                       dataset_options=spec.dataset_options, data_dir=spec.data_dir, given_by="study",
+                       **train_config(spec, seed, **train, **overrides))
+
+
+def objective(spec: StudySpec, arm: Arm, data: DataBundle, optuna_study: str) -> Callable[[optuna.Trial], float]:
+    """The arm's Optuna objective: the task's metric of the whole model on validation, test never touched."""
 
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
-        if "slot" not in trial.user_attrs:  # never happens: the storage refuses unbudgeted trials
+        if "slot" not in trial.user_attrs:  # never happens: workers only pop queued slots
             raise optuna.TrialPruned("not a budgeted slot")
         slot = int(trial.user_attrs["slot"])
         if slot_taken(trial.study, slot, trial.number):  # a re-queue raced a live retry: yield
@@ -171,21 +198,33 @@ def objective(spec: StudySpec, arm: Arm, data: DataBundle, optuna_study: str) ->
         seed = trial_seed(optuna_study, slot)
         train, options = arm_params(trial, arm)
         # No test split, no memory hooks, no checkpoints, no bars: a trial measures only its objective.
-        config = TrainConfig(**train_config(spec, seed, evaluate_test=False, measure_memory=False, **train))
-        seed_everything(seed)
-        learner = build_learner(arm.algo, data, {**arm.learner_options(), **options})
-        trainer = Trainer(learner, data, config, callbacks=[OptunaPruning(trial)],
-                          run_info={"algorithm": arm.algo, "dataset": arm.dataset, "trial": trial.number})
-        result = trainer.fit()
-        metrics = result["metrics"]
-        for key, value in (("seed", seed), ("status", result["status"]), ("data_passes", metrics["data_passes"]),
-                           ("train_seconds", metrics["train_seconds"]), ("val_accuracy", metrics["val_accuracy"])):
+        run_spec = arm_run(spec, arm, train, options, seed, evaluate_test=False, measure_memory=False)
+        result = execute(run_spec, data=data, callbacks=[OptunaPruning(trial)])
+        record = RunRecord.from_dict(result)
+        for key, value in (("seed", seed), ("status", record.status), ("data_passes", record.data_passes),
+                           ("train_seconds", record.train_seconds), (f"val_{spec.metric}", record.val)):
             trial.set_user_attr(key, value)
-        if result["status"] != "complete":
-            reason = (result.get("diverged") or {}).get("reason") or result["status"]
-            trial.set_user_attr("failure", f"run {result['status']}: {reason}")
+        if not record.complete or record.val is None:
+            reason = (record.diverged or {}).get("reason") or record.status
+            trial.set_user_attr("failure", f"run {record.status}: {reason}")
             trial.set_user_attr("run_failed", True)
             raise TrialFailed(reason)
-        return float(metrics["val_accuracy"])
+        return float(record.val)
 
     return run
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, fn: Callable[[optuna.Trial], float]) -> FrozenTrial:
+    """Run ``fn`` on a popped slot and report its outcome with ``Study.tell`` (skipped when a repair
+    already failed the trial elsewhere): COMPLETE, PRUNED, or FAIL (a crash is re-raised)."""
+    try:
+        value = fn(trial)
+    except optuna.TrialPruned:
+        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    except TrialFailed:
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the crash is what the user must see, not a storage error after it
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    return study.tell(trial, value, skip_if_finished=True)

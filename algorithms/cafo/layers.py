@@ -8,6 +8,7 @@ bias, as official) trained by one of four losses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -129,13 +130,27 @@ class CafoPredictor(LocalLayer):
         self._a: Tensor | None = None  # HᵀH (mse) or Hᵀ(P − Y) (ce_fullbatch), float64
         self._b: Tensor | None = None  # HᵀY (mse)
 
+    fused_op = "linear_cross_entropy"  # the projection-head op, for the ce loss on flattened features
+
     @property
     def weight(self) -> Tensor:
-        """W_k of the linear predictor (closed-form losses)."""
+        """W_k of the linear predictor (flattened features: closed-form losses, the fused op)."""
         return cast(nn.Linear, self.linear).weight
 
     def forward(self, h: Tensor) -> Tensor:
         return self.linear(h.flatten(1) if self.flat else h)
+
+    def fused_weight(self) -> Tensor | None:
+        # a pooling head (any network's feature maps, token sequences) is not one linear map
+        return self.weight if self.loss_name == "ce" and self.flat else None
+
+    def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        """``CE(flatten(h_k) W_k)`` through the projection-head op (the fused kernel on a GPU never
+        keeps the logits for backward); the returned scores are computed without a graph."""
+        flat = x.flatten(1)
+        loss = op(flat, self.weight, ctx.y)
+        with torch.no_grad():
+            return self.linear(flat), loss
 
     def local_loss(self, s: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None

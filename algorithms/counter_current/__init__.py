@@ -83,7 +83,7 @@ class CounterCurrent(LocalLearner):
         s_c: alignment scale s_C (0.5; the CIFAR CNN recipes use 1).
         s_ssl: decorrelation scale s_ssl (None: 0.5 for the CNN loss as released, 4.0 for the
             autoencoder pair loss, a localearn choice: the better of {2, 4} on MNIST validation
-            MSE in ``benchmarks/bench_counter_current.py --parts ae``).
+            MSE in the since-retired ``bench_counter_current.py --parts ae``, 2026-12-01).
         grad_clip: max gradient norm (1.0; 0 disables), per network side or per pair side.
         clip_scope: ``network`` (as released: one norm over the whole forward network and one over
             the whole feedback network; each pair's gradient is parked after its own backward

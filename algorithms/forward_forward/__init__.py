@@ -59,10 +59,10 @@ schedule. CFF here uses the joint schedule (every layer every batch) for "networ
 
 Learning-rate cool-down (``cooldown=True``): lr_e = lr·2(1+E−e)/E for the 1-based epoch
 e > E/2, E the epochs cap per unit, applied to every optimizer, classifier included, and capped
-at lr (for odd E the first cooled epoch would otherwise get (E+1)/E × lr). The Trainer's
-epoch-start hook (``learner.start_epoch(stage, epoch, epochs)``) tells the learner the epoch
-before every epoch (also after a resume: the base lr is kept in each param group as
-``initial_lr``). Without it the lr stays constant and a warning says so.
+at lr (for odd E the first cooled epoch would otherwise get (E+1)/E × lr). The learner declares
+it (``update_defaults = {"lr_schedule": "cooldown"}``) and the Trainer's update policy
+(:mod:`localearn.update`) sets the lr before every epoch of a unit, also after a resume (the base
+lr is kept in each param group as ``initial_lr``); ``--lr-schedule`` overrides it.
 
 Collaborative FF runs on the base chain: each layer reads its γ_l from the step's context
 (``FFLayer.gamma``) and, for ``preceding``, adds its own vote to it (``FFLayer.vote``).

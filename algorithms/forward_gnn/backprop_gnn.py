@@ -87,6 +87,7 @@ class BackpropGNN(LocalLearner):
     aliases = ("bp_gnn",)
     paper = "Backprop baseline of Park et al., ICLR 2024 (PyG GCN / GraphSAGE / GAT)"
     supports_graphs = True
+    cuda_graph_refusal = "PyG message passing scatters into sizes read from the graph at run time"
     block_local = False  # one global loss: the baseline, not a local learner
     coupling = "one global loss: the whole GNN is one layer trained end to end by backprop"
     pipeline_refusal = "its gradient crosses every layer (use --parallel ddp)"

@@ -81,6 +81,7 @@ class ForwardGNN(GraphChain):
     aliases = ("fgnn",)
     paper = "Park et al., Forward Learning of Graph Neural Networks, ICLR 2024, arXiv 2403.11004"
     supports_graphs = True
+    cuda_graph_refusal = "PyG message passing scatters into sizes read from the graph at run time"
     schedule = "greedy"
     schedules = ("greedy", "joint")
     default_arch = "gcn:128x2"

@@ -134,7 +134,7 @@ class NoPropHead(LocalLayer):
         if self.trainable:
             loss = loss + 0.5 * self.alpha_bar_0 * u.pow(2).sum(1).mean()  # KL(q(z_0|y) ‖ N(0,I))
             for weight, logits in ctx.get("block_terms", ()):
-                u_hat = F.softmax(logits.detach(), dim=1) @ self.embed
+                u_hat = F.softmax(logits.detach().float(), dim=1) @ self.embed.float()
                 loss = loss + weight * (u_hat - u).pow(2).sum(1).mean()
         return scores, loss
 

@@ -140,7 +140,7 @@ class TimeConditionedNet(LocalLayer):
         bar = torch.sigmoid(-g)[:, None]
         z_t = bar.sqrt() * u + (1 - bar).sqrt() * eps
         logits = self(x, z_t, t)
-        u_hat = F.softmax(logits, dim=1) @ self.embed
+        u_hat = F.softmax(logits.float(), dim=1) @ self.embed.float()  # fp32 under autocast: weighted L2
         # −γ′ = d log SNR/dt ≥ 0; the paper's SNR′ = −γ′ exp(−γ) (see the module docstring).
         weight = -dg * torch.exp(-g) if self.weighting == "snr" else -dg
         l2 = 0.5 * self.eta * (weight * (u_hat - u).pow(2).sum(1)).mean()

@@ -145,7 +145,7 @@ class DTSteps(LocalLearner):
     def denoise(self, t: int, x: Tensor, z: Tensor, embed: Tensor) -> tuple[Tensor, Tensor]:
         """Block t on (x, z_{t−1}): its logits ℓ_t and ``z_t = a_t û_t + b_t z_{t−1} (+ √c_t ε)``."""
         logits = self.layers[t - 1](x, z)
-        z = self.a[t] * (F.softmax(logits, dim=1) @ embed) + self.b[t] * z
+        z = self.a[t] * (F.softmax(logits.float(), dim=1) @ embed.float()) + self.b[t] * z
         if self.inference == "stochastic":
             z = z + self.c[t].sqrt() * torch.randn_like(z)
         return logits, z

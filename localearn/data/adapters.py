@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from localearn.data.base import DataBundle
+from localearn.data.graphs import GraphData
 from localearn.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -94,8 +95,6 @@ def from_pyg(graph: Any, num_classes: int | None = None, name: str = "pyg") -> D
 
     Features are used as given (the bundled graphs are row-normalised; yours are not touched).
     """
-    from localearn.data.graphs import GraphData
-
     missing = [m for m in ("x", "y", "edge_index", "train_mask", "val_mask", "test_mask")
                if getattr(graph, m, None) is None]
     if missing:

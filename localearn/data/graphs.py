@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from localearn.data import register_dataset
 from localearn.data.base import DataBundle
+from localearn.data.registry import register_dataset
 from localearn.errors import ConfigError, DataNotFoundError
 
 SPLITS = ("train", "val", "test")

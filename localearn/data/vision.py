@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from localearn.data import register_dataset
 from localearn.data.base import ImageData
+from localearn.data.registry import register_dataset
 from localearn.errors import DataNotFoundError
 
 MNIST_FILES = (

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from localearn.distributed import RankBase
+from localearn.distributed.base import RankBase
 from localearn.distributed.transport import guarded
 from localearn.errors import ConfigError, LocalearnError
 from localearn.layer import LocalLayer
@@ -53,7 +53,8 @@ class Replicas:
                 module.grad_sync = self.sync
         with torch.no_grad():  # identical seeds give identical weights; make it a fact
             for t in (*learner.parameters(), *learner.buffers()):
-                dist.broadcast(t.data, self.first, group=self.group)
+                guarded(self.rank, f"rank {self.first}",
+                        lambda t=t: dist.broadcast(t.data, self.first, group=self.group))
 
     def rows(self, batches: Iterable[Any], index: int, count: int) -> Iterator[Any]:
         """Replica ``index`` of ``count``'s contiguous share of every batch (its share recorded)."""

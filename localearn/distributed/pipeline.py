@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from localearn.distributed import RankBase
+from localearn.distributed.base import RankBase
 from localearn.distributed.ddp import Replicas
 from localearn.distributed.split import split_layers
 from localearn.distributed.transport import Link, guarded, pack_context, unpack_context
@@ -81,7 +81,7 @@ class PipelineParallel(RankBase):
 
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
-        self.link = Link(self.rank, device, config.pipeline_depth)
+        self.link = Link(self.rank, device, config.pipeline_depth, config.dist_timeout)
         # --replicas D: D copies of a pipeline of world/D ranks (rank = replica * pipe_size +
         # pipe_rank); the copies of one group of layers average their gradients (.ddp.Replicas).
         self.copies = count = int(config.replicas)
@@ -139,20 +139,29 @@ class PipelineParallel(RankBase):
         last = self._last(stage)
         if self.pipe_rank == 0:
             # Under --replicas the later ranks of this copy read the share from the message.
-            return batches if self.replicas is None else self.replicas.rows(batches, self.replica, self.copies)
+            mine = batches if self.replicas is None else self.replicas.rows(batches, self.replica, self.copies)
+            return self._ended(mine) if self.mine.stop <= last else mine
         if self.mine.start > last:  # this unit ends before this rank: nothing arrives
             return iter(())
-        return self._arrivals(batches)
+        return self._arrivals(last)
 
-    def _arrivals(self, batches: Iterable[Any]) -> Iterator[Received]:
-        for _ in batches:  # the same seeded order on every rank: one message per batch
-            tensors, scalars = self.link.recv(self.rank - 1, "train")
+    def _ended(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Rank 0's batches, then the epoch's ``end`` message (its last step has sent its output)."""
+        yield from batches
+        self.link.end(self.rank + 1)
+
+    def _arrivals(self, last: int) -> Iterator[Received]:
+        """What the previous rank sends until its ``end``, which this rank passes on if a later rank
+        works for the unit; so no rank but the first touches the training data."""
+        for tensors, scalars in self.link.stream(self.rank - 1, "train"):
             h = tensors.pop("h")
             share = scalars.pop(SHARE, None)
             if self.replicas is not None:
                 self.replicas.share = float(share)
             assert h is not None
             yield Received(h, unpack_context(tensors, scalars, self._classes))
+        if self.mine.stop <= last:
+            self.link.end(self.rank + 1)
 
     def step(self, learner: Any, batch: Any, stage: Any) -> dict[str, Tensor]:
         last = self._last(stage)
@@ -188,18 +197,7 @@ class PipelineParallel(RankBase):
         owner = self._owner(need)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         if self.replica == 0 and self.pipe_rank <= owner:  # replica 0 scores; the others wait
-            for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
-                if self.pipe_rank == 0:
-                    batch = to_device(batch, self.device)
-                    x, y = learner.split_batch(batch)
-                    h, ctx = learner.eval_input(x, stage)
-                    ctx.y = y  # the labels and the scored rows travel to the last voter
-                    ctx.extras[ROWS] = learner.eval_rows(batch)
-                    scores = None
-                else:
-                    tensors, scalars = self.link.recv(self.rank - 1, "eval")
-                    h, scores = tensors.pop("h"), tensors.pop("scores")
-                    ctx = unpack_context(tensors, scalars, self._classes)
+            for h, scores, ctx in self._eval_inputs(trainer, split, stage):
                 for p in range(self.mine.start, min(self.mine.stop, need + 1)):
                     h, s = learner.run_position(p, h, ctx, p in votes)
                     if s is not None:
@@ -212,20 +210,44 @@ class PipelineParallel(RankBase):
                     final, rows = learner.combine(scores, stage), ctx.extras.pop(ROWS, None)
                     totals += trainer.task.batch_totals(final if rows is None else final[rows], ctx.y)
             if self.pipe_rank < owner:
+                self.link.end(self.rank + 1)
                 self.link.flush(self.rank + 1)
         guarded(self.rank, f"rank {owner}", lambda: dist.broadcast(totals, owner))
         loss_sum, metric_sum, n = totals.tolist()
         metric = trainer.task.metric
         return {"loss": loss_sum / max(n, 1.0), metric: metric_sum / max(n, 1.0), "samples": int(n)}
 
+    def _eval_inputs(self, trainer: Any, split: str, stage: Any) -> Iterator[tuple[Any, Any, Context]]:
+        """Rank 0: each evaluation batch's chain input (labels and scored rows in the context, to
+        travel to the last voter). Later ranks: what arrives, until the previous rank's ``end``, so
+        no rank but the first touches the data."""
+        learner = trainer.learner
+        if self.pipe_rank > 0:
+            for tensors, scalars in self.link.stream(self.rank - 1, "eval"):
+                h, scores = tensors.pop("h"), tensors.pop("scores")
+                yield h, scores, unpack_context(tensors, scalars, self._classes)
+            return
+        for batch in trainer.data.eval_batches(split, 2 * self.config.batch_size):
+            batch = to_device(batch, self.device)
+            x, y = learner.split_batch(batch)
+            h, ctx = learner.eval_input(x, stage)
+            ctx.y = y
+            ctx.extras[ROWS] = learner.eval_rows(batch)
+            yield h, None, ctx
+
     def link_flush(self) -> None:
         if self.pipe_rank + 1 < self.pipe_size:
             self.link.flush(self.rank + 1)
 
+    def close(self, finished: bool = True) -> None:
+        super().close(finished)
+        self.link.close()  # shared-memory links: their sockets and mappings
+
     def traffic(self) -> dict[str, Any]:
         reps = self.replicas
         return {"bytes_sent": self.link.bytes_sent + (reps.bytes_sent if reps else 0),
-                "wait_seconds": self.link.wait_seconds + (reps.wait_seconds if reps else 0.0)}
+                "wait_seconds": self.link.wait_seconds + (reps.wait_seconds if reps else 0.0),
+                "transport": self.link.transports()}
 
     def rank_info(self) -> dict[str, Any]:
         own = [i for pos in self._positions[self.mine.start:self.mine.stop] for i in pos]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from localearn.data.graphs import karate_club_data
 from localearn.learner import LocalLearner
 from localearn.registry import get_algorithm
 from localearn.trainer import make_optimizer_factory
@@ -45,8 +46,6 @@ def _digits_batch(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _graph_batch() -> Any:
-    from localearn.data.graphs import karate_club_data  # graph learners only
-
     return karate_club_data()
 
 

@@ -1,6 +1,6 @@
 """The backprop autoencoder (``--algo backprop --task autoencoder``) is an ordinary Trainer run:
 it lowers validation MSE on real MNIST, checkpoints and resumes, and it is CCL's own forward
-network (the BP arm of ``benchmarks/bench_counter_current.py --parts ae``)."""
+network (the BP arm of ``studies/ccl_autoencoder_mnist.toml``)."""
 
 from __future__ import annotations
 

@@ -14,14 +14,16 @@ from typing import Any
 
 import optuna
 import pytest
+from localearn.studies.arms import RULE_KEYS
 from localearn.studies.protocol import sampler_seed
-from localearn.studies.spec import RULE_KEYS, load_spec
+from localearn.studies.spec import load_spec
 from localearn.studies.storage import ensure_study
 from localearn.studies.trial import SlotTPESampler, arm_params, sampler_record, train_config
 from localearn.studies.worker import optuna_name
 from studyutil import write_spec
 
 from localearn.errors import ConfigError
+from localearn.runrecord import RunRecord
 
 BASE = {"study": {"name": "fair", "dataset": "digits", "trials": 3}, "arms": [{"algo": "mf", "arch": "mlp:1x32"}]}
 
@@ -38,7 +40,7 @@ def test_no_arm_can_have_its_own_budget_rule_pruner_or_sampler(key: str) -> None
 
 @pytest.mark.parametrize("key", ["patience", "epochs", "stop_metric", "pruner", "trials"])
 def test_a_rule_cannot_be_tuned_per_arm(key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"search_space\.{key}: a budget or rule cannot be tuned per arm"):
+    with pytest.raises(ConfigError, match=rf"search_space\.{key}: a per-arm budget or rule is not allowed"):
         load_spec(_with_arm_key("search_space", {key: {"low": 1, "high": 9, "type": "int"}}))
 
 
@@ -143,7 +145,7 @@ def test_matched_passes_gives_each_unit_its_share_of_backprop_epochs() -> None:
 
     spec = load_spec({"study": {"name": "b", "dataset": "digits", "protocol": "matched_passes"},
                       "arms": [{"algo": "mf", "arch": "mlp:2x32"}, {"algo": "ff", "arch": "mlp:2x32"}]})
-    bp_runs = [{"status": "complete", "metrics": {"epochs": e}} for e in (4, 5)] + [{"status": "diverged"}]
-    config: dict[str, Any] = {"learner_options": {}}
+    bp_runs = [RunRecord(status="complete", epochs=e) for e in (4, 5)] + [RunRecord(status="diverged")]
+    config: dict[str, Any] = {"train": {}, "learner_options": {}}
     assert matched_epochs(spec, spec.arm("digits/mono_forward"), config, bp_runs) == 3  # greedy: S = 2
     assert matched_epochs(spec, spec.arm("digits/forward_forward"), config, bp_runs) == 5  # joint: S = 1

@@ -20,6 +20,7 @@ from localearn.studies import load_report, write_report
 
 import localearn
 from localearn.errors import LocalearnError
+from localearn.runrecord import RunRecord
 
 SEEDS = [0, 1, 2]
 ARMS = {
@@ -133,11 +134,25 @@ def test_plots_are_png_images(study_dir: Path) -> None:
         assert f"]({name})" in (study_dir / "report.md").read_text()
 
 
-def test_missing_storage_is_a_note_not_a_crash(study_dir: Path, tmp_path: Path) -> None:
-    summary = write_report(study_dir, storage=str(tmp_path / "nope.log"))
-    assert "digits/mf_sum" in summary
-    assert "cannot read the storage" in (study_dir / "report.md").read_text()
-    write_report(study_dir)  # leave the module's directory as the fixture built it
+def test_a_storage_named_but_unreadable_is_an_error_and_rewrites_nothing(study_dir: Path, tmp_path: Path) -> None:
+    """Issue #23: a wrong storage (a missing journal, a wrong password) exited 0 with the old PNG left."""
+    before = {p.name: p.stat().st_mtime_ns for p in study_dir.iterdir() if p.is_file()}
+    with pytest.raises(LocalearnError, match=r"journal file .*nope\.log does not exist"):
+        write_report(study_dir, storage=str(tmp_path / "nope.log"))
+    assert {p.name: p.stat().st_mtime_ns for p in study_dir.iterdir() if p.is_file()} == before
+
+
+def test_without_a_storage_the_old_history_plot_is_removed(study_dir: Path, tmp_path: Path) -> None:
+    journal = study_dir / "journal.log"
+    journal.rename(tmp_path / "journal.log")
+    try:
+        summary = write_report(study_dir)
+        assert "digits/mf_sum" in summary
+        assert not (study_dir / "optimization_history_digits.png").exists()  # never a stale plot
+        assert "no journal.log in the study directory" in (study_dir / "report.md").read_text()
+    finally:
+        (tmp_path / "journal.log").rename(journal)
+        write_report(study_dir)  # leave the module's directory as the fixture built it
 
 
 def test_load_report_errors_name_the_problem(tmp_path: Path) -> None:
@@ -167,11 +182,11 @@ def test_energy_ratio_carries_its_method_and_mixed_methods_give_none(tmp_path: P
     for seed in range(3):
         # mono_forward: the same accuracy to 0.01 pp, twice the time, 1.5x the joules (same meter)
         rows.append(make_row("digits/backprop", study["arms"]["digits/backprop"], seed,
-                             _fake_run(0.9 + seed / 100, 10.0, 100.0), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.9 + seed / 100, 10.0, 100.0)), Path("x")))
         rows.append(make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], seed,
-                             _fake_run(0.9001 + seed / 100, 20.0, 150.0), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.9001 + seed / 100, 20.0, 150.0)), Path("x")))
         rows.append(make_row("digits/mf_sum", study["arms"]["digits/mf_sum"], seed,
-                             _fake_run(0.95, 20.0, 150.0, method="rapl"), Path("x")))
+                             RunRecord.from_dict(_fake_run(0.95, 20.0, 150.0, method="rapl")), Path("x")))
     summary = build_summary(study, rows)
     mf, mfs = summary["digits/mono_forward"], summary["digits/mf_sum"]
     assert mf["energy_ratio"] == pytest.approx(1.5) and mf["energy_method"] == ["nvml_energy_counter"]
@@ -185,7 +200,7 @@ def test_energy_ratio_carries_its_method_and_mixed_methods_give_none(tmp_path: P
     from localearn.studies.plots import write_plots
 
     study["arms"] = {k: v for k, v in study["arms"].items() if k != "digits/mf_sum"}  # one meter: energy axis
-    kept = [r for r in rows if r["key"] != "digits/mf_sum"]
+    kept = [r for r in rows if r.key != "digits/mf_sum"]
     files, notes = write_plots(tmp_path, study, kept, build_summary(study, kept), None)
     assert files == ["accuracy_vs_cost.png", "memory.png", "learning_curves.png"]
     assert "no journal.log" in notes[0] and (tmp_path / "memory.png").stat().st_size > 10_000
@@ -196,11 +211,13 @@ def test_too_few_pairs_gives_no_verdict() -> None:
     from localearn.studies.results import make_row
 
     study = {"arms": {k: _arm(k, a, o) for k, (a, o) in list(ARMS.items())[:2]}, "seeds": [0, 1]}
-    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, _fake_run(0.9, 1.0, None), Path("x")),
-            make_row("digits/backprop", study["arms"]["digits/backprop"], 1, None, Path("missing")),
-            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, _fake_run(0.8, 1.0, None),
+    fake = RunRecord.from_dict
+    rows = [make_row("digits/backprop", study["arms"]["digits/backprop"], 0, fake(_fake_run(0.9, 1.0, None)),
                      Path("x")),
-            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 1, _fake_run(0.8, 1.0, None),
+            make_row("digits/backprop", study["arms"]["digits/backprop"], 1, None, Path("missing")),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 0, fake(_fake_run(0.8, 1.0, None)),
+                     Path("x")),
+            make_row("digits/mono_forward", study["arms"]["digits/mono_forward"], 1, fake(_fake_run(0.8, 1.0, None)),
                      Path("x"))]
     mf = build_summary(study, rows)["digits/mono_forward"]
     assert mf["n_paired"] == 1 and mf["verdict"] == "INSUFFICIENT_PAIRS" and mf["delta_ci95"] is None

@@ -63,7 +63,9 @@ def test_two_journal_workers_one_sigkilled_mid_trial(tmp_path: Path) -> None:
     retried = [t for ts in studies.values() for t in ts if t.system_attrs.get("failed_trial") == failed[0].number]
     assert [t.state for t in retried] == [TrialState.COMPLETE]
     assert retried[0].user_attrs["slot"] == failed[0].user_attrs["slot"]
-    assert not failed[0].params or retried[0].params == failed[0].params  # killed after drawing: same config
+    # Killed after drawing: the same config (to the last bit or so: Optuna's storage round trip of a
+    # re-queued float may move it by one ulp, seen once in ~5 runs on a loaded machine).
+    assert not failed[0].params or retried[0].params == pytest.approx(failed[0].params, rel=1e-12)
     assert len(list((out / "runs").rglob("run.json"))) == 4
 
 

@@ -2,7 +2,8 @@
 
 Checked with plain tomllib against the spec keys of the study contract: only known keys, no
 per-arm budget or rule keys (STUDY_PROTOCOL §2.1), registered learners on data of their kind,
-options the learner accepts, parseable architectures, TrainConfig fields in ``fixed``.
+options the learner accepts, parseable architectures, TrainConfig fields in ``fixed``; then
+through the loader, which must accept it as it is (budgets equal across search, grid and fixed arms).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localearn.studies.spec import load_spec
 
 from localearn.arch import parse_arch
 from localearn.data import canonical_dataset, dataset_kind
@@ -23,16 +25,18 @@ from localearn.trainer import TrainConfig
 
 STUDY_KEYS = {"name", "dataset", "datasets", "data_dir", "dataset_options", "trials", "epochs", "patience", "seeds",
               "protocol", "stop_metric", "pruner", "batch_size", "device", "restore_best", "energy", "country",
-              "idle_seconds"}
-ARM_KEYS = {"algo", "name", "arch", "schedule", "options", "fixed", "search_space", "model", "blocks", "balance",
-            "model_options"}
-FIXED_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "momentum"}
+              "idle_seconds", "task", "precision", "margin"}
+ARM_KEYS = {"algo", "name", "arch", "schedule", "options", "fixed", "search", "search_space", "grid", "model", "blocks",
+            "balance", "model_options"}
+FIXED_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "momentum", "grad_clip", "lr_schedule"}
 SPECS = sorted(Path(str(files("localearn.studies"))).glob("*.toml"))
 # (input shape, classes) per dataset, so that every arm and its backprop twin can be built without data
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
           "cifar10": ((3, 32, 32), 10), "cifar10_subset": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
           "cora": ((1433,), 7)}
-SHIPPED = {"mf_vs_bp_digits.toml", "local_learners_mnist.toml", "forward_gnn_planetoid.toml", "beyond_backprop.toml"}
+SHIPPED = {"mf_vs_bp_digits.toml", "local_learners_mnist.toml", "forward_gnn_planetoid.toml", "beyond_backprop.toml",
+           "ccl_autoencoder_mnist.toml", "forward_gnn_cora_links.toml", "forward_gnn_cora_depth.toml",
+           "ff_collab_mnist.toml", "ccl_mnist.toml", "any_network_cifar10.toml", "any_network_cifar_subset.toml"}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -70,16 +74,19 @@ def test_spec_uses_contract_keys_and_registered_learners(path: Path) -> None:
         if arch is not None:
             parse_arch(arch)
         check_options(arm["algo"], dict(arm.get("options", {})))
+        task = {"task": study["task"]} if "task" in study else {}
         for ds in datasets:  # the arm and its same-trunk backprop twin build on this data
             shape, classes = SHAPES[canonical_dataset(ds)]
-            cls(arch=arch, input_shape=shape, num_classes=classes, **arm.get("options", {}))
+            cls(arch=arch, input_shape=shape, num_classes=classes, **arm.get("options", {}), **task)
             get_algorithm("backprop_gnn" if cls.supports_graphs else "backprop")(
-                arch=arch, input_shape=shape, num_classes=classes)
+                arch=arch, input_shape=shape, num_classes=classes, **task)
         fixed = arm.get("fixed", {})
         assert set(fixed) <= FIXED_KEYS
         TrainConfig(**fixed).validate()
         names.append(arm.get("name", canonical_name(arm["algo"])))
     assert len(names) == len(set(names)), f"{path.name}: arm names must be unique"
+    loaded = load_spec(path)
+    assert all(len(a.points()) == loaded.trials for a in loaded.arms if a.search != "tpe")
 
 
 def test_the_readme_example_is_exactly_the_issue_spec() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from localearn.studies.spec import load_spec
+from localearn.studies.spec import StudySpec, load_spec
 
 from localearn.cli import main
 from localearn.errors import ConfigError
@@ -110,3 +110,56 @@ def test_data_dir_resolves_against_the_spec_folder(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path, ISSUE_SPEC.replace('protocol = "own_convergence"',
                                                         'protocol = "own_convergence"\ndata_dir = "data"')))
     assert spec.data_dir == str(tmp_path / "data")
+
+
+def _load(study: dict[str, object], arms: list[dict[str, object]]) -> StudySpec:
+    return load_spec({"study": {"name": "s", "dataset": "digits", **study}, "arms": arms})
+
+
+def test_a_grid_arm_has_exactly_the_budget_and_a_fixed_study_runs_one_trial() -> None:
+    grid = {"algo": "mf", "grid": {"lr": [0.01, 0.03], "prediction": ["sum", "last"]}}
+    spec = _load({}, [grid, {"algo": "bp", "grid": {"lr": [1e-3, 1e-2], "weight_decay": [0.0, 1e-4]}}])
+    assert spec.trials == 4 and [a.search for a in spec.arms] == ["grid", "grid"]
+    assert spec.arm("digits/mono_forward").points()[1] == {"lr": 0.01, "prediction": "last"}
+    fixed = _load({}, [{"algo": "mf", "search": "fixed", "fixed": {"lr": 0.01}}])
+    assert fixed.trials == 1 and [(a.name, a.search) for a in fixed.arms] == [("backprop", "fixed"),
+                                                                             ("mono_forward", "fixed")]
+    assert _load({"trials": 3}, [{"algo": "mf"}]).arm("digits/backprop").search == "tpe"  # the added twin
+
+
+@pytest.mark.parametrize(("study", "arm", "key", "words"), [
+    ({"trials": 3}, {"algo": "mf", "grid": {"lr": [0.01, 0.03]}}, "arms[0].grid", "2 points, but every arm gets"),
+    ({"trials": 2}, {"algo": "mf", "search": "fixed"}, "arms[0].search", "a fixed arm runs one trial"),
+    ({}, {"algo": "mf", "search": "grid"}, "arms[0].grid", "needs a grid table"),
+    ({}, {"algo": "mf", "search": "fixed", "search_space": {"lr": {"low": 1e-4, "high": 1e-1}}},
+     "arms[0].search_space", "searches nothing"),
+    ({}, {"algo": "mf", "search": "annealing"}, "arms[0].search", "tpe, grid, fixed"),
+    ({}, {"algo": "mf", "grid": {"lr": [0.01, 0.01]}}, "arms[0].grid.lr", "distinct"),
+    ({}, {"algo": "mf", "grid": {"lr": [-1.0]}}, "arms[0].grid.lr", "non-negative"),
+    ({}, {"algo": "mf", "grid": {"wat": [1]}}, "arms[0].grid.wat", "no option"),
+    ({}, {"algo": "mf", "grid": {"lr_schedule": ["cosine", "sometimes"]}}, "arms[0].grid.lr_schedule", "sometimes"),
+    ({}, {"algo": "mf", "precision": "bf16"}, "arms[0].precision", "the same for every arm; set study.precision"),
+    ({}, {"algo": "mf", "fixed": {"precision": "bf16"}}, "arms[0].fixed.precision", "study.precision"),
+    ({}, {"algo": "ccl", "grid": {"task": ["autoencoder"]}}, "arms[0].grid.task", "study.task"),
+    ({}, {"algo": "ccl", "options": {"task": "autoencoder"}}, "arms[0].options.task", "study.task"),
+    ({"precision": "fp8"}, {"algo": "mf"}, "study.precision", "fp32, bf16, fp16"),
+    ({"task": "segmentation"}, {"algo": "mf"}, "study.task", "classification, link, autoencoder"),
+    ({"task": "autoencoder", "margin": 0.01}, {"algo": "mf"}, "study.task", "mono_forward trains only"),
+    ({"task": "autoencoder"}, {"algo": "ccl"}, "study.margin", "required for task autoencoder"),
+    ({"margin": -1}, {"algo": "mf"}, "study.margin", "positive"),
+])
+def test_bad_search_objective_and_precision_keys_are_one_line(study: dict[str, object], arm: dict[str, object],
+                                                              key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(study, [arm])
+    msg = str(err.value)
+    assert "\n" not in msg and f": {key}: " in msg and words in msg, msg
+
+
+def test_the_task_sets_every_arms_objective_and_the_precision_is_the_studys() -> None:
+    spec = _load({"task": "autoencoder", "margin": 0.005, "precision": "bf16"}, [{"algo": "ccl"}])
+    assert (spec.metric, spec.direction, spec.precision, spec.margin) == ("mse", "minimize", "bf16", 0.005)
+    assert [a.algo for a in spec.arms] == ["backprop", "counter_current"]
+    link = load_spec({"study": {"name": "l", "dataset": "karate", "task": "link"}, "arms": [{"algo": "forward_gnn"}]})
+    assert (link.metric, link.direction, link.margin) == ("roc_auc", "maximize", 0.25)
+    assert _load({}, [{"algo": "mf"}]).precision == "fp32"
