@@ -8,6 +8,11 @@ plus one ``Linear(D_L, C)`` head initialised N(0, 0.01) as in the reference, tra
 global cross-entropy. It is registered as one more learner whose single "layer" is the whole
 network, so that every comparison runs through the same trainer, meters and checkpoints.
 
+Over a model (``--model SOURCE``, :func:`localearn.localize`) the one layer is the unmodified model
+itself, trained end to end on the cross-entropy of its own logits (issue #19's backprop twin: the
+same model, data, stopping rule and meters as the local learners cut it into blocks); the cut
+settings of the spec are not used.
+
 ``task="autoencoder"`` (``localearn train --algo backprop --task autoencoder``) trains, end to end
 on the reconstruction MSE, the forward network of Counter-Current Learning's autoencoder mode
 (Kao & Hariharan, NeurIPS 2024, arXiv 2409.19841): the reference's conv autoencoder for a ``cnn:``
@@ -29,6 +34,8 @@ from localearn.arch import ArchSpec, build_trunk, flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner
+from localearn.models.spec import ModelSpec
+from localearn.models.trunk import whole_model
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 
@@ -48,6 +55,24 @@ class BackpropNetwork(LocalLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x).flatten(1))
+
+    def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
+        assert ctx.y is not None
+        return F.cross_entropy(h, ctx.y)
+
+    def scores(self, h: Tensor, ctx: Context) -> Tensor:
+        return h
+
+
+class BackpropModel(LocalLayer):
+    """An unmodified model as one layer: its own logits, global cross-entropy."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         assert ctx.y is not None
@@ -105,6 +130,7 @@ class Backprop(LocalLearner):
     aliases = ("bp",)
     paper = "Rumelhart, Hinton & Williams, Nature 1986 (same-architecture baseline)"
     schedules = ("joint",)
+    takes_models: ClassVar[bool] = True  # trains a model end to end (--model, localearn.localize)
     block_local = False  # one global loss: the baseline, not a local learner
     coupling = "one global loss: the whole network is one layer trained end to end by backprop"
     pipeline_refusal = "its gradient crosses every layer, so no layer group trains on its own (use --parallel ddp)"
@@ -147,7 +173,11 @@ class Backprop(LocalLearner):
         # The Trainer's update policy (localearn.update) runs the clip, the loss warm-up and centralisation.
         self.update_defaults = {"grad_clip": float(grad_clip), "loss_warmup_steps": int(warmup_steps),
                                 "grad_centralization": bool(grad_centralization)}
-        if task == "autoencoder":
+        if isinstance(self.arch, ModelSpec):
+            if task != "classification":
+                raise ConfigError(f"backprop over a model trains classification, not the {task} task")
+            self.add_layer(BackpropModel(whole_model(self.arch, self.input_shape, self.num_classes)))
+        elif task == "autoencoder":
             self.add_layer(BackpropAutoencoder(ccl_forward_maps(self.arch, self.input_shape, self.num_classes, init)))
         else:
             blocks, shapes = build_trunk(self.arch, self.input_shape)

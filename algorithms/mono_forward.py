@@ -19,6 +19,13 @@ Initialisation: W_i Kaiming-uniform for ReLU and b_i = 0; M_i with the ``nn.Line
 bound 1/√fan_in (Beyond-BP). For ``cnn:`` specs each block is the shared conv block
 (conv3×3 → ReLU → maxpool → BN) rather than the paper's conv → ReLU → AvgPool [U]; this keeps the
 backprop twin identical and is a documented deviation.
+
+Any network (issue #19): over a model's blocks (``--model``, :func:`localearn.localize`) the
+projection of block i is a head chosen by the shape of its features (``head``: ``auto`` by default,
+pooling + linear on feature maps, so a 64×32×32 map is not flattened into a 655k-parameter
+projection), and the last block keeps the model's own head: its output is ``G_L``, with no
+projection on top of the model's logits. ``head=linear`` is the paper's projection on any trunk,
+the default for ``mlp:``/``cnn:`` specs and ``from_modules`` blocks.
 """
 
 
@@ -27,15 +34,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from localearn import kernels
-from localearn.arch import build_trunk, flat_dim
+from localearn.arch import flat_dim
 from localearn.errors import ConfigError
 from localearn.layer import Context, LocalLayer
 from localearn.learner import LocalLearner, Stage
+from localearn.models.heads import make_head
+from localearn.models.trunk import learner_trunk
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
+
+
+def projection(kind: str, shape: tuple[int, ...], num_classes: int) -> nn.Module | None:
+    """The projection M_i for features of ``shape``: None for the paper's (``linear``), else a head by shape."""
+    return None if kind == "linear" else make_head(kind, shape, num_classes)
 
 
 class MonoForwardLayer(LocalLayer):
@@ -44,17 +59,22 @@ class MonoForwardLayer(LocalLayer):
     An MLP block (``[Flatten →] Linear → ReLU``) steps through the fused op ``mono_forward_layer``
     (:attr:`fused_op`; the trainer's ``kernels``/``compile`` options choose its implementation); a
     conv block, a user block or the raw-input head ends in the projection-head op
-    ``linear_cross_entropy``.
+    ``linear_cross_entropy``. A ``head`` module (a head by feature shape, or ``nn.Identity`` for a
+    block that ends in the model's own head) replaces the projection: ``G_i = head(a_i)``.
     """
 
     fused_op = "mono_forward_layer"
 
-    def __init__(self, body: nn.Module, feat_dim: int, num_classes: int) -> None:
+    def __init__(self, body: nn.Module, feat_dim: int, num_classes: int, head: nn.Module | None = None) -> None:
         super().__init__()
         self.body = body
-        self.proj = nn.Linear(feat_dim, num_classes, bias=False)  # default init: U(±1/√fan_in)
+        self.paper_head = head is None
+        # the paper's M_i (default init: U(±1/√fan_in)), or the given head
+        self.proj: nn.Module = nn.Linear(feat_dim, num_classes, bias=False) if head is None else head
         parts = [m for m in body.children() if not isinstance(m, nn.Flatten)]
-        self.fused = len(parts) == 2 and isinstance(parts[0], nn.Linear) and isinstance(parts[1], nn.ReLU)
+        self.fused = (self.paper_head and isinstance(body, nn.Sequential) and len(parts) == 2
+                      and isinstance(parts[0], nn.Linear) and isinstance(parts[1], nn.ReLU))
+        self.block_info: dict[str, Any] = {}
 
     @property
     def linear(self) -> nn.Linear | None:
@@ -67,14 +87,17 @@ class MonoForwardLayer(LocalLayer):
         return self.body(x)
 
     def goodness(self, h: Tensor) -> Tensor:
-        """``G_i = a_i M_iᵀ``, the layer's class scores."""
-        return self.proj(h.flatten(1))
+        """``G_i = a_i M_iᵀ`` (or the given head's output), the layer's class scores."""
+        return cast(Tensor, self.proj(h.flatten(1) if self.paper_head else h))
 
     def scores(self, h: Tensor, ctx: Context) -> Tensor:
         return self.goodness(h)
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
-        flat, w = h.flatten(1), self.proj.weight
+        assert ctx.y is not None
+        if not self.paper_head:
+            return F.cross_entropy(self.goodness(h), ctx.y)
+        flat, w = h.flatten(1), cast(nn.Linear, self.proj).weight
         op = kernels.implementation("linear_cross_entropy", kernels.choose(self, "linear_cross_entropy", flat, w))
         return cast(Tensor, op(flat, w, ctx.y))
 
@@ -84,7 +107,8 @@ class MonoForwardLayer(LocalLayer):
 
     def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         linear = cast(nn.Linear, self.linear)
-        return cast(tuple[Tensor, Tensor], op(x, linear.weight, linear.bias, self.proj.weight, ctx.y))
+        proj = cast(nn.Linear, self.proj)
+        return cast(tuple[Tensor, Tensor], op(x, linear.weight, linear.bias, proj.weight, ctx.y))
 
 
 @register_algorithm
@@ -98,6 +122,8 @@ class MonoForward(LocalLearner):
         schedule: ``greedy`` (sequential stages, the reference; default) or ``joint``.
         prediction: ``last`` (argmax G_L, default) or ``sum`` (argmax Σ_i G_i).
         input_head: add the raw-input stage M_0 (trained, counted, unused at inference).
+        head: the projection's kind (:data:`localearn.models.HEAD_KINDS`; ``linear`` is the paper's
+            bias-free M_i); None: ``linear`` on ``mlp:``/``cnn:`` specs, ``auto`` on a model's blocks.
     """
 
     name = "mono_forward"
@@ -105,6 +131,7 @@ class MonoForward(LocalLearner):
     paper = "Gong, Li & Abdulla, Mono-Forward, arXiv 2501.09238"
     schedule = "greedy"
     schedules = ("greedy", "joint")
+    takes_models: ClassVar[bool] = True  # trains over a model's blocks (--model, localearn.localize)
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     # Beyond-BP (original protocol): Adam, wd 0, batch 128, lr per dataset. Its per-layer caps of
     # 8-15 epochs under-trained MF (ALGORITHMS.md §2.4.1); the cap and patience are Rule 1's.
@@ -117,17 +144,24 @@ class MonoForward(LocalLearner):
         "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-100, original)", lr=1.728e-4),
     }
 
-    def __init__(self, *args: Any, prediction: str = "last", input_head: bool = False, **base: Any) -> None:
+    def __init__(self, *args: Any, prediction: str = "last", input_head: bool = False, head: str | None = None,
+                 **base: Any) -> None:
         super().__init__(*args, **base)
         if prediction not in ("last", "sum"):
             raise ConfigError(f"prediction must be 'last' or 'sum', got {prediction!r}")
         self.prediction = prediction
         self.input_head = bool(input_head)
-        blocks, shapes = build_trunk(self.arch, self.input_shape)
+        trunk = learner_trunk(self.arch, self.input_shape, self.num_classes)
+        kind = head or ("auto" if trunk.own_head else "linear")
         if self.input_head:
-            self.add_layer(MonoForwardLayer(nn.Identity(), flat_dim(self.input_shape), self.num_classes))
-        for block, shape in zip(blocks, shapes, strict=True):
-            self.add_layer(MonoForwardLayer(block, flat_dim(shape), self.num_classes))
+            self.add_layer(MonoForwardLayer(nn.Identity(), flat_dim(self.input_shape), self.num_classes,
+                                            projection(kind, self.input_shape, self.num_classes)))
+        for k, (block, shape) in enumerate(zip(trunk.blocks, trunk.shapes, strict=True)):
+            own = trunk.own_head and k == len(trunk) - 1  # the model's logits are G_L
+            layer = MonoForwardLayer(block, flat_dim(shape), self.num_classes,
+                                     nn.Identity() if own else projection(kind, shape, self.num_classes))
+            layer.block_info = trunk.info(k)
+            self.add_layer(layer)
 
     def votes(self, stage: Stage | None) -> tuple[int, ...]:
         """A greedy unit: its layer's ``G_i``; else ``G_L`` (``last``) or every trunk layer's ``G_i``

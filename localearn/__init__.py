@@ -3,8 +3,11 @@
 Public API: :func:`create_learner`, :func:`list_algorithms`, :func:`register_algorithm`,
 :class:`LocalLayer`, :class:`LocalLearner`, :class:`Trainer`, :class:`TrainConfig`, :func:`fit`,
 :func:`load_dataset`; your own data: :func:`from_loaders`, :func:`from_pyg` (or pass DataLoaders to
-the Trainer); your own modules: ``<Learner>.from_modules([...])``.
+the Trainer); your own modules: ``<Learner>.from_modules([...])``; your own model, cut into blocks
+under a local learner: :func:`localize` (``localearn.models``).
 """
+
+from typing import Any
 
 from localearn.arch import ArchSpec, parse_arch
 from localearn.data import DataBundle, ImageData, LoaderData, from_loaders, from_pyg, list_datasets, load_dataset
@@ -16,6 +19,15 @@ from localearn.run import fit, load_run
 from localearn.trainer import Callback, TrainConfig, Trainer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "localize":  # on first use: torch.fx and the model zoos stay out of `import localearn`
+        from localearn.models.localize import localize
+
+        return localize
+    raise AttributeError(f"module 'localearn' has no attribute {name!r}")
+
 
 __all__ = [
     "ArchSpec",
@@ -41,6 +53,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_run",
+    "localize",
     "parse_arch",
     "register_algorithm",
 ]

@@ -10,6 +10,8 @@ Grammar (``KIND:BODY``):
   CaFo and the Beyond-BP CNN, e.g. ``cnn:32-128-512``.
 * ``gcn:WxL``, ``sage:WxL``, ``gat:WxL`` -- graph convolutions of width ``W`` and depth ``L``, as
   PyG's ``hidden_channels × num_layers`` (note the order: width first), e.g. ``gcn:128x2``.
+* ``model:SOURCE blocks=K ...`` -- a model cut into blocks (:mod:`localearn.models.spec`), e.g.
+  ``model:torchvision:resnet18 blocks=4 balance=activations``.
 
 A learner turns the spec into its layers with :func:`build_trunk`; the backprop baseline turns the
 same spec into one network, so both arms of a comparison share their trunk exactly.
@@ -77,6 +79,10 @@ def parse_arch(spec: str | ArchSpec) -> ArchSpec:
     """
     if isinstance(spec, ArchSpec):
         return spec
+    if str(spec).strip().startswith("model:"):  # a model's blocks (issue #19): names keep their case
+        from localearn.models.spec import parse_model_spec
+
+        return parse_model_spec(str(spec))
     text = str(spec).strip().lower().replace("×", "x")
     if ":" not in text:
         raise ConfigError(
@@ -161,6 +167,9 @@ def build_trunk(spec: ArchSpec | str, input_shape: tuple[int, ...]) -> tuple[lis
     spec = parse_arch(spec)
     if spec.kind == "modules":  # a user's own blocks (localearn.modules.from_modules), used as given
         return list(spec.blocks), list(spec.shapes)  # type: ignore[attr-defined]
+    if spec.kind == "model":  # learners that train over a model's blocks build them (localearn.models.trunk)
+        raise ConfigError(f"this learner builds its layers from mlp: or cnn: specs and does not train over a "
+                          f"model's blocks ({spec}); `localearn algos` lists the learners that take --model")
     blocks: list[nn.Module] = []
     shapes: list[tuple[int, ...]] = []
     if spec.kind in MLP_KINDS:

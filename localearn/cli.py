@@ -90,7 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         train = {k: v for k, v in train.items() if {"restore_best": "no_restore"}.get(k, k) in given}
     try:
         result = fit(
-            args.algo, args.dataset, arch=args.arch, schedule=args.schedule, data_dir=args.data_dir,
+            args.algo, args.dataset, arch=args.arch, model=args.model, blocks=args.blocks,
+            balance=args.balance, model_options=options(args.model_opt, "--model-opt") or None,
+            schedule=args.schedule, data_dir=args.data_dir,
             download=args.download, split_seed=args.split_seed if "split_seed" in typed(args) else None,
             task=args.task, learner_options=options(args.opt, "--opt"),
             dataset_options=options(args.data_opt, "--data-opt"), out=out, resume=args.resume,
@@ -109,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device))
+    learner, data, ckpt = load_run(args.checkpoint, args.data_dir, device=str(device), model=args.model)
     where = describe_data(data.name, args.data_dir)  # the user's folder: a run directory names none
     scores = evaluate(learner, data, args.split, 256, device)
     total = int(scores["samples"])
@@ -130,7 +132,8 @@ def cmd_algos(args: argparse.Namespace) -> int:
     rows = []
     for name in list_algorithms():
         cls = get_algorithm(name)
-        rows.append({"name": name, "aliases": list(aliases_of(name)), "paper": cls.paper, **cls.capabilities()})
+        rows.append({"name": name, "aliases": list(aliases_of(name)), "paper": cls.paper, **cls.capabilities(),
+                     "models": bool(getattr(cls, "takes_models", False))})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -140,6 +143,7 @@ def cmd_algos(args: argparse.Namespace) -> int:
               f"  schedules: {', '.join(r['schedules'])} (default {r['default_schedule']}); "
               f"data: {'graphs' if r['graphs'] else 'images'}; block-local: {r['block_local']}; "
               f"stops on: {r['stop_metric']}; default arch: {r['default_arch']}"
+              + ("; --model: yes" if r["models"] else "")
               + (f"\n  coupling: {r['coupling']}" if r.get("coupling") else "")
               + "\n  " + "; ".join(f"--parallel {mode}: " + (f"no ({r[mode + '_refusal']})" if r[mode + "_refusal"]
                                     else "yes") for mode in ("pipeline", "ddp")))

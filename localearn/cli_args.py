@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--split", choices=["test", "val", "train"], default="test")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--model", default=None, metavar="SOURCE",
+                   help="the run's package.module:factory model, named again (a run directory never names code)")
     e.add_argument("--json", action="store_true")
     a = sub.add_parser("algos", help="list learners, their papers and capabilities")
     a.add_argument("--json", action="store_true")
@@ -70,6 +72,15 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--dataset", default=None,
                    help="dataset name (default: digits, or karate for graph learners; both bundled)")
     t.add_argument("--arch", default=None, help="architecture spec, e.g. mlp:2x1000, cnn:32-128-512")
+    t.add_argument("--model", default=None, metavar="SOURCE",
+                   help="train a model's blocks instead of --arch: torchvision:NAME, timm:NAME or "
+                   "package.module:factory")
+    t.add_argument("--blocks", default=None, metavar="K|NAME,NAME",
+                   help="with --model: K blocks (default 4), or module names to cut after (layer1,layer2)")
+    t.add_argument("--balance", choices=["activations", "flops", "params"], default=None,
+                   help="with --model --blocks K: balance the blocks' activation memory (default), FLOPs or parameters")
+    t.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor option, repeatable (e.g. --model-opt stem=imagenet)")
     t.add_argument("--epochs", type=int, default=None,
                    help="epoch cap per training unit (default: the recipe's; see `localearn recipes`)")
     t.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")

@@ -6,7 +6,8 @@ projection ``M_i``, CaFo's predictors, Forward-Forward's goodness) and the Train
 block from its own loss. The blocks stand in for the architecture spec through
 :class:`ModulesSpec`, which :func:`localearn.arch.build_trunk` returns as they are; shapes are
 found by one forward pass of a dummy batch. ``run.json`` names the blocks (``modules:...``); such
-a run is re-created from your code, not from the spec string.
+a run is re-created from your code, not from the spec string. To cut a whole model into blocks
+whose last one keeps the model's own head, use :func:`localearn.localize` instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from localearn.learner import LocalLearner
 
 L = TypeVar("L", bound="LocalLearner")
-SUPPORTED = "from_modules works with mono_forward, forward_forward, cafo and backprop"
+SUPPORTED = "from_modules works with mono_forward, forward_forward, cafo, backprop, dgl, infopro and auglocal"
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def per_layer(trainer: Trainer, layer_acc: dict[str, float] | None) -> dict[str,
         }
         if layer_acc and layer.layer_name in layer_acc:
             entry["test_accuracy"] = layer_acc[layer.layer_name]
+        entry.update(getattr(layer, "block_info", None) or {})  # a model's block: its modules, output shape
         if getattr(layer, "kernel_used", None):  # torch | triton | compile (localearn.kernels)
             entry["kernel"] = layer.kernel_used
         out[layer.layer_name] = entry

@@ -16,7 +16,9 @@ from localearn.distributed import env_rank, launched
 from localearn.errors import ConfigError, LocalearnError
 from localearn.learner import LocalLearner
 from localearn.measure import Probe
-from localearn.registry import get_algorithm
+from localearn.models.localize import check_takes_model, model_setting
+from localearn.models.spec import check_named
+from localearn.registry import canonical_name, get_algorithm
 from localearn.rundir import data_folder, stored_run
 from localearn.runspec import RunSpec, check_options, check_task, resolve_run, resolved_options, resumed_run
 from localearn.snapshot import load_weights
@@ -39,6 +41,10 @@ def fit(
     dataset: str | None = "digits",
     *,
     arch: str | None = None,
+    model: str | None = None,
+    blocks: int | str | list[str] | None = None,
+    balance: str | None = None,
+    model_options: dict[str, Any] | None = None,
     schedule: str | None = None,
     task: str | None = None,
     data_dir: str | Path | None = None,
@@ -62,6 +68,11 @@ def fit(
         algo: a registered learner name or alias.
         dataset: a registered dataset name.
         arch: architecture spec; None takes the learner's default.
+        model, blocks, balance, model_options: a model instead of ``arch`` (``torchvision:NAME``,
+            ``timm:NAME`` or ``package.module:factory``), cut into ``blocks`` (a count, default 4, or
+            module names) balanced by ``balance``; recorded as a ``model:`` arch spec
+            (:mod:`localearn.models.spec`). With ``resume``, a model named here must be the stored one,
+            and a stored ``package.module:factory`` is rebuilt only when named here again.
         schedule: ``joint`` | ``greedy``; None takes the learner's default.
         task: ``classification`` | ``link`` | ``autoencoder`` (:mod:`localearn.tasks`), for learners
             that train more than one (a learner option ``task``); None: the learner's default.
@@ -77,6 +88,9 @@ def fit(
         train_kwargs: :class:`TrainConfig` fields (epochs, batch_size, lr, seed, device, ...);
             None or absent takes the learner's reference recipe (``localearn recipes``).
     """
+    if not resume and (model is not None or blocks is not None or balance is not None or model_options):
+        check_takes_model(canonical_name(algo or "mono_forward"))
+        arch = model_setting(arch, model, blocks, balance, model_options)
     settings = {"arch": arch, "schedule": schedule, "task": task}
     if resume:
         if out is None:
@@ -84,6 +98,7 @@ def fit(
         spec = resumed_run(Path(out), _resume_file(Path(out)), algo=algo, dataset=dataset, settings=settings,
                            learner_options=learner_options, dataset_options=dataset_options, split_seed=split_seed,
                            data_dir=data_dir, **train_kwargs)
+        check_named(spec.learner_options.get("arch"), model, str(out))  # a run directory is data, never code
     else:
         spec = resolve_run(algo, dataset, settings=settings, learner_options=learner_options,
                            dataset_options=dataset_options, split_seed=split_seed, data_dir=data_dir,
@@ -124,10 +139,11 @@ def _resume_file(out: Path) -> Path:
 
 
 def load_run(
-    path: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
+    path: str | Path, data_dir: str | Path | None = None, device: str = "cpu", model: str | None = None,
 ) -> tuple[LocalLearner, DataBundle, dict[str, Any]]:
     """Rebuild the learner (with its trained weights) and the dataset of a saved run; a
     ``--parallel`` run's directory joins its ranks' checkpoints (a pipeline's hold disjoint layers).
+    A run of a ``package.module:factory`` model is rebuilt only when ``model`` names that source.
 
     The data comes from ``data_dir`` (default ``$LOCALEARN_DATA_DIR`` or ``./data``), never from a
     path stored in the run directory (see :mod:`localearn.rundir`).
@@ -142,6 +158,7 @@ def load_run(
     else:
         ckpt = load_checkpoint(path, map_location=device)
     run = stored_run(ckpt, path)
+    check_named(run.learner_options.get("arch"), model, str(path))
     root = data_folder(data_dir, folder, run.dataset)[0]
     data = load_dataset(run.dataset, root, split_seed=run.split_seed, **run.dataset_options)
     learner = build_learner(run.algorithm, data, run.learner_options)

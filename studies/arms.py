@@ -21,6 +21,7 @@ from localearn.arch import parse_arch
 from localearn.config import TrainConfig
 from localearn.data import dataset_kind
 from localearn.errors import ConfigError, LocalearnError
+from localearn.models.localize import arm_arch
 from localearn.recipes import TRAIN_KEYS
 from localearn.registry import canonical_name, get_algorithm
 from localearn.rundir import field_types
@@ -38,7 +39,9 @@ SEARCHES = ("tpe", "grid", "fixed")
 ARM_SETTINGS = tuple(k for k in SETTINGS if k not in STUDY_ONLY)
 ARM_TYPES: dict[str, tuple[type, ...]] = {
     "algo": (str,), "name": (str,), "options": (dict,), "fixed": (dict,), "search": (str,),
-    "search_space": (dict,), "grid": (dict,), **{k: SETTINGS[k] for k in ARM_SETTINGS}}
+    "search_space": (dict,), "grid": (dict,), **{k: SETTINGS[k] for k in ARM_SETTINGS},
+    # a model instead of an arch (issue #19), turned into a model: spec by localize.arm_arch
+    "model": (str,), "blocks": (int, str, list), "balance": (str,), "model_options": (dict,)}
 _RANGE_KEYS = {"low", "high", "log", "type", "step", "choices"}
 
 
@@ -179,8 +182,9 @@ def check_arm(where: str, i: int, raw: Any) -> dict[str, Any]:
     cls = get_algorithm(algo)
     settings = {k: raw[k] for k in ARM_SETTINGS if k in raw}
     try:
-        if "arch" in settings:
-            settings["arch"] = str(parse_arch(settings["arch"]))
+        arch = arm_arch(algo, raw)  # arch, or a model with its cut settings as a model: spec
+        if arch is not None:
+            settings["arch"] = str(parse_arch(arch))
     except LocalearnError as exc:
         raise fail(where, f"{prefix}arch", str(exc)) from None
     if "schedule" in settings and settings["schedule"] not in cls.schedules:

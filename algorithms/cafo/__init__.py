@@ -62,6 +62,12 @@ block features once, in its first epoch; with augmentation rows never repeat, th
 it after two epochs (training hit rate < ½) and stops caching training rows (validation rows
 stay cached). The DFA unit never caches (its blocks change every step).
 
+Predictor heads (``head=``): ``linear`` (the paper's ``flatten(h_k) W_k``, the default on ``mlp:``
+and ``cnn:`` specs) or any head by feature shape (:func:`localearn.models.make_head`; ``auto``, the
+default over a model's blocks, pools a feature map before its linear map). Over a model's blocks
+(``--model``) the last block is the model's trunk without its head, and the model's own head
+(pool + classifier) is that block's predictor; the closed-form losses need ``linear`` predictors.
+
 Deviations: mini-batch Adam instead of full-batch GD for ``ce``/``sparsemax`` (as Beyond-BP); a
 validation split with early stopping and best-epoch restore per predictor (official: none);
 W_0 for ``ce``/``sparsemax`` is nn.Linear's default U(±1/√d_k) (official GD: all ones, kept in

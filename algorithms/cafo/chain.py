@@ -115,8 +115,8 @@ class CafoChain(LocalLearner):
         if not vote:
             return h, None
         if ctx["dfa"]:
-            head = self.blocks[p].head
-            return h, head(h.flatten(1)) if head is not None else None
+            block = self.blocks[p]
+            return h, block.aux_scores(h) if block.head is not None else None
         predictor = self.predictors[p]
         predictor.finalize()  # a closed-form predictor's pending sums become its weights
         s = predictor(h)

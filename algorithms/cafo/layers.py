@@ -9,7 +9,7 @@ bias, as official) trained by one of four losses.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,8 @@ class CafoBlock(LocalLayer):
 
     Attributes:
         body: the trunk block from :func:`localearn.arch.build_trunk`.
-        head: the auxiliary ``Linear(d_K, C)`` (last block, DFA only), else None.
+        head: the auxiliary ``Linear(d_K, C)`` on the flattened output (last block, DFA only; over a
+            model's blocks a head by feature shape), else None.
         feedback: buffer ``B_k`` (C × d_k), Gaussian with unit-norm rows (blocks < K, DFA only).
     """
 
@@ -39,11 +40,17 @@ class CafoBlock(LocalLayer):
     def __init__(self, body: nn.Module) -> None:
         super().__init__()
         self.body = body
-        self.head: nn.Linear | None = None
+        self.head: nn.Module | None = None
         self.register_buffer("feedback", None)  # set to B_k for DFA blocks < K
+        self.block_info: dict[str, Any] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
+
+    def aux_scores(self, h: Tensor) -> Tensor:
+        """The auxiliary head's scores of this block's output ``h``."""
+        assert self.head is not None
+        return self.head(h.flatten(1)) if isinstance(self.head, nn.Linear) else self.head(h)
 
     def local_loss(self, h: Tensor, ctx: Context) -> Tensor:
         """Block K: the auxiliary head's CE. Block k < K: the DFA surrogate ``Σ h ⊙ (e B_k)``,
@@ -54,7 +61,7 @@ class CafoBlock(LocalLayer):
                 raise NotImplementedError(f"{self.layer_name} is a random block; it is never trained")
             return (h * (ctx["dfa_error"] @ self.feedback).view_as(h)).sum()
         assert ctx.y is not None
-        return F.cross_entropy(self.head(h.flatten(1)), ctx.y)
+        return F.cross_entropy(self.aux_scores(h), ctx.y)
 
 
 @torch.no_grad()
@@ -69,9 +76,7 @@ def dfa_error(blocks: list[CafoBlock], x: Tensor, y: Tensor, num_classes: int) -
     h = x
     for block in blocks:
         h = block(h)
-    head = blocks[-1].head
-    assert head is not None
-    logits = head(h.flatten(1))
+    logits = blocks[-1].aux_scores(h)
     for b, old in zip(buffers, kept, strict=True):
         b.copy_(old)
     onehot = F.one_hot(y, num_classes).to(logits.dtype)
@@ -79,7 +84,8 @@ def dfa_error(blocks: list[CafoBlock], x: Tensor, y: Tensor, num_classes: int) -
 
 
 class CafoPredictor(LocalLayer):
-    """``s_k = flatten(h_k) W_k`` with W_k ∈ R^{d_k×C}, stored as a bias-free ``nn.Linear``.
+    """``s_k = flatten(h_k) W_k`` with W_k ∈ R^{d_k×C}, stored as a bias-free ``nn.Linear``; or, with
+    ``head``, ``s_k = head(h_k)`` (a head by feature shape, or a model's own head; gradient losses only).
 
     ``ce`` and ``sparsemax`` train by :meth:`LocalLayer.train_step` with the layer's optimizer.
     ``mse`` and ``ce_fullbatch`` have no optimizer: :meth:`accumulate` sums ``HᵀH, HᵀY`` (resp.
@@ -98,16 +104,22 @@ class CafoPredictor(LocalLayer):
     solved: Tensor
 
     def __init__(
-        self, in_dim: int, num_classes: int, loss: str, lam: float = 0.0, fullbatch_lr: float = 0.01
+        self, in_dim: int, num_classes: int, loss: str, lam: float = 0.0, fullbatch_lr: float = 0.01,
+        head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.loss_name, self.lam, self.fullbatch_lr = loss, float(lam), float(fullbatch_lr)
         self.num_classes = num_classes
-        self.linear = nn.Linear(in_dim, num_classes, bias=False)  # default U(±1/√d) for Adam
+        self.flat = head is None
+        if not self.flat and loss in CLOSED_LOSSES:
+            raise ConfigError(f"predictor_loss={loss} solves a linear predictor on flattened features; "
+                              "with other heads use predictor_loss=ce or sparsemax")
+        # default U(±1/√d) for Adam
+        self.linear: nn.Module = nn.Linear(in_dim, num_classes, bias=False) if head is None else head
         if loss in CLOSED_LOSSES:
-            self.linear.weight.requires_grad_(False)
+            self.weight.requires_grad_(False)
             with torch.no_grad():
-                self.linear.weight.fill_(1.0 if loss == "ce_fullbatch" else 0.0)
+                self.weight.fill_(1.0 if loss == "ce_fullbatch" else 0.0)
         self.register_buffer("solved", torch.zeros((), dtype=torch.bool))  # mse: done for good
         self._solved = False  # its host copy, so a step never reads the buffer back from the device
         self._reset_sums()
@@ -118,19 +130,25 @@ class CafoPredictor(LocalLayer):
         self._a: Tensor | None = None  # HᵀH (mse) or Hᵀ(P − Y) (ce_fullbatch), float64
         self._b: Tensor | None = None  # HᵀY (mse)
 
-    fused_op = "linear_cross_entropy"  # the projection-head op, for the ce loss
+    fused_op = "linear_cross_entropy"  # the projection-head op, for the ce loss on flattened features
+
+    @property
+    def weight(self) -> Tensor:
+        """W_k of the linear predictor (flattened features: closed-form losses, the fused op)."""
+        return cast(nn.Linear, self.linear).weight
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.linear(h.flatten(1))
+        return self.linear(h.flatten(1) if self.flat else h)
 
     def fused_weight(self) -> Tensor | None:
-        return self.linear.weight if self.loss_name == "ce" else None
+        # a pooling head (any network's feature maps, token sequences) is not one linear map
+        return self.weight if self.loss_name == "ce" and self.flat else None
 
     def fused_forward_loss(self, op: Callable[..., Any], x: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """``CE(flatten(h_k) W_k)`` through the projection-head op (the fused kernel on a GPU never
         keeps the logits for backward); the returned scores are computed without a graph."""
         flat = x.flatten(1)
-        loss = op(flat, self.linear.weight, ctx.y)
+        loss = op(flat, self.weight, ctx.y)
         with torch.no_grad():
             return self.linear(flat), loss
 
@@ -167,7 +185,7 @@ class CafoPredictor(LocalLayer):
         """Add one batch to the pass's sums; returns the batch loss at the current W."""
         hh = h.flatten(1).double()
         yy = F.one_hot(y, self.num_classes).double()
-        s = hh @ self.linear.weight.double().t()
+        s = hh @ self.weight.double().t()
         if self.loss_name == "mse":
             a, b = hh.t() @ hh, hh.t() @ yy
             loss = 0.5 * ((s - yy) ** 2).sum(1).mean()
@@ -187,7 +205,7 @@ class CafoPredictor(LocalLayer):
         if not self.pending:
             return
         assert self._a is not None
-        w = self.linear.weight
+        w = self.weight
         if self.loss_name == "mse":
             assert self._b is not None
             x = solve_ridge(self._a, self._b, self.lam, self._n)

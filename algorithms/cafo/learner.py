@@ -11,10 +11,12 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import Tensor, nn
 
-from localearn.arch import build_trunk, flat_dim
+from localearn.arch import flat_dim
 from localearn.feature_cache import FeatureCache
 from localearn.layer import Context
 from localearn.learner import OptimizerFactory, Stage
+from localearn.models.heads import make_head
+from localearn.models.trunk import learner_trunk
 from localearn.recipes import Recipe, recipe
 from localearn.registry import register_algorithm
 from localearn.space import Dist, log_uniform
@@ -37,6 +39,7 @@ class CaFo(CafoChain):
     )
     schedule = "greedy"
     schedules = ("greedy",)
+    takes_models: ClassVar[bool] = True  # trains over a model's blocks (--model, localearn.localize)
     default_arch = "cnn:32-128-512"
     test_arch = "cnn:4-8"
     test_options: ClassVar[dict[str, Any]] = {"blocks": "dfa"}  # conformance runs the DFA phase
@@ -75,6 +78,7 @@ class CaFo(CafoChain):
         feedback_seed: int | None = None,
         cache_features: bool = True,
         cache_max_gb: float = 4.0,
+        head: str | None = None,
         **base: Any,
     ) -> None:
         super().__init__(*args, **base)
@@ -119,22 +123,26 @@ class CaFo(CafoChain):
         self.block_lr, self.block_weight_decay, self.dfa_epochs = block_lr, block_weight_decay, dfa_epochs
         self.cache_features = bool(cache_features)
 
-        bodies, shapes = build_trunk(self.arch, self.input_shape)
-        self.num_blocks = len(bodies)
+        trunk = learner_trunk(self.arch, self.input_shape, self.num_classes)
+        bodies, shapes = trunk.headless()  # a model's own head is its last block's predictor
+        kind = head or ("auto" if trunk.own_head else "linear")
+        self.num_blocks = last = len(bodies)
         dims = [flat_dim(s) for s in shapes]
         for k, body in enumerate(bodies):
             block = cast(CafoBlock, self.add_layer(CafoBlock(body)))
+            block.block_info = trunk.info(k, headless=True)
             if blocks == "rand":
                 block.requires_grad_(False)  # CaFo-Rand: the random initialisation, never trained
-            elif k == self.num_blocks - 1:
-                block.head = nn.Linear(dims[k], self.num_classes)
+            elif k == last - 1:
+                block.head = nn.Linear(dims[k], self.num_classes) if kind == "linear" else \
+                    make_head(kind, shapes[k], self.num_classes)
             else:
                 seed = None if feedback_seed is None else feedback_seed + k
                 block.feedback = unit_norm_gaussian(self.num_classes, dims[k], seed)
-        for k in range(self.num_blocks):
-            self.add_layer(
-                CafoPredictor(dims[k], self.num_classes, predictor_loss, lam, fullbatch_lr)
-            )
+        for k in range(last):
+            own = trunk.cut.head if trunk.cut is not None and k == last - 1 else None
+            predictor = own or (None if kind == "linear" else make_head(kind, shapes[k], self.num_classes))
+            self.add_layer(CafoPredictor(dims[k], self.num_classes, predictor_loss, lam, fullbatch_lr, predictor))
         self.register_buffer("dfa_epoch", torch.zeros((), dtype=torch.long))  # survives resume
         self.cache = FeatureCache(int(cache_max_gb * 2**30))
         self._train_cache_on = True

@@ -18,6 +18,7 @@ from localearn.studies.spec import load_spec
 
 from localearn.arch import parse_arch
 from localearn.data import canonical_dataset, dataset_kind
+from localearn.models.localize import arm_arch
 from localearn.registry import canonical_name, get_algorithm
 from localearn.run import check_options
 from localearn.trainer import TrainConfig
@@ -25,15 +26,17 @@ from localearn.trainer import TrainConfig
 STUDY_KEYS = {"name", "dataset", "datasets", "data_dir", "dataset_options", "trials", "epochs", "patience", "seeds",
               "protocol", "stop_metric", "pruner", "batch_size", "device", "restore_best", "energy", "country",
               "idle_seconds", "task", "precision", "margin"}
-ARM_KEYS = {"algo", "name", "arch", "schedule", "options", "fixed", "search", "search_space", "grid"}
+ARM_KEYS = {"algo", "name", "arch", "schedule", "options", "fixed", "search", "search_space", "grid", "model", "blocks",
+            "balance", "model_options"}
 FIXED_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "momentum", "grad_clip", "lr_schedule"}
 SPECS = sorted(Path(str(files("localearn.studies"))).glob("*.toml"))
 # (input shape, classes) per dataset, so that every arm and its backprop twin can be built without data
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
-          "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "cora": ((1433,), 7)}
+          "cifar10": ((3, 32, 32), 10), "cifar10_subset": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+          "cora": ((1433,), 7)}
 SHIPPED = {"mf_vs_bp_digits.toml", "local_learners_mnist.toml", "forward_gnn_planetoid.toml", "beyond_backprop.toml",
            "ccl_autoencoder_mnist.toml", "forward_gnn_cora_links.toml", "forward_gnn_cora_depth.toml",
-           "ff_collab_mnist.toml", "ccl_mnist.toml"}
+           "ff_collab_mnist.toml", "ccl_mnist.toml", "any_network_cifar10.toml", "any_network_cifar_subset.toml"}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -67,15 +70,16 @@ def test_spec_uses_contract_keys_and_registered_learners(path: Path) -> None:
         assert set(arm) <= ARM_KEYS, f"{path.name}: unknown or per-arm budget keys {set(arm) - ARM_KEYS}"
         cls = get_algorithm(arm["algo"])
         assert cls.supports_graphs == (kinds == {"graph"}), f"{path.name}: {arm['algo']} on {datasets}"
-        if "arch" in arm:
-            parse_arch(arm["arch"])
+        arch = arm_arch(arm["algo"], arm)  # a model's fields become a model: spec
+        if arch is not None:
+            parse_arch(arch)
         check_options(arm["algo"], dict(arm.get("options", {})))
         task = {"task": study["task"]} if "task" in study else {}
         for ds in datasets:  # the arm and its same-trunk backprop twin build on this data
             shape, classes = SHAPES[canonical_dataset(ds)]
-            cls(arch=arm.get("arch"), input_shape=shape, num_classes=classes, **arm.get("options", {}), **task)
+            cls(arch=arch, input_shape=shape, num_classes=classes, **arm.get("options", {}), **task)
             get_algorithm("backprop_gnn" if cls.supports_graphs else "backprop")(
-                arch=arm.get("arch"), input_shape=shape, num_classes=classes, **task)
+                arch=arch, input_shape=shape, num_classes=classes, **task)
         fixed = arm.get("fixed", {})
         assert set(fixed) <= FIXED_KEYS
         TrainConfig(**fixed).validate()
