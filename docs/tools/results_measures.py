@@ -126,7 +126,7 @@ def statement(name: str, root: Path) -> str:
                 f"({bf16['median_samples_per_second']:.0f} vs {fp32['median_samples_per_second']:.0f} samples/s, "
                 f"median of {n_of(len(fp32['runs']), 'run')}) at test accuracy {g(bf16['test_accuracy'])} vs "
                 f"{g(fp32['test_accuracy'])} ({bf16['accuracy_delta_pp_vs_fp32']:+.2f} pp); measured {d['date']} "
-                f"on {d['cpu']['threads']} threads of a {d['cpu']['model']} CPU with the flags "
+                f"on {d['cpu']['threads']} threads of a CPU ({d['cpu']['model']}) with the flags "
                 f"{', '.join(d['cpu']['flags']) or 'none'}: `{_no_out(d['command'])}` "
                 f"(`{src}`).\n")
     if name == "pipeline":

@@ -31,15 +31,16 @@ from results_measures import statement
 from results_readers import ROOT, Record, load_records
 
 MARKED = re.compile(r"(<!-- results:begin (\S+) -->\n)(.*?)(<!-- results:end \2 -->)", re.S)
-README_DRAFT = "docs/_readme_draft.md"  # rendered as if it were README.md at the root
 #: learner -> the page that documents it (several learners share a page).
 PAGES = {"mono_forward": "mono_forward", "forward_forward": "forward_forward", "cafo": "cafo",
          "noprop": "noprop", "noprop_ct": "noprop", "noprop_fm": "noprop", "counter_current": "counter_current",
-         "forward_gnn": "forward_gnn", "backprop_gnn": "forward_gnn", "backprop": "backprop"}
+         "forward_gnn": "forward_gnn", "backprop_gnn": "forward_gnn", "backprop": "backprop", "dgl": "dgl",
+         "infopro": "infopro", "auglocal": "auglocal"}
 #: the summary's rows: learner -> which committed run is its headline (a path fragment).
 HEADLINES = {"mono_forward": "defaults_mnist", "forward_forward": "defaults_mnist_2026-12-01/forward_forward",
              "cafo": "defaults_mnist", "noprop": "defaults_mnist", "counter_current": "defaults_mnist",
-             "backprop": "defaults_mnist", "forward_gnn": "forward_gnn_", "backprop_gnn": "forward_gnn_"}
+             "backprop": "defaults_mnist", "forward_gnn": "studies/forward-gnn-cora-links",
+             "dgl": "any_network", "infopro": "any_network", "auglocal": "any_network"}
 
 
 def _cell(text: str) -> str:
@@ -60,9 +61,8 @@ def _table(records: list[Record], with_topics: bool = False) -> str:
 
 def _link(learner: str, target: str) -> str:
     """The learner page's link as seen from ``target`` (a path relative to the root)."""
-    where = "README.md" if target == README_DRAFT else target
     page = Path("docs/learners") / f"{PAGES[learner]}.md"
-    return Path(os.path.relpath(page, Path(where).parent)).as_posix()
+    return Path(os.path.relpath(page, Path(target).parent)).as_posix()
 
 
 def summary(records: list[Record], target: str) -> str:
@@ -72,7 +72,7 @@ def summary(records: list[Record], target: str) -> str:
         if not found:
             continue
         r = max(found, key=lambda r: r.date)
-        result = r.results[0] if learner != "backprop_gnn" else r.results[0].split(" / ")[-1]
+        result = "; ".join(r.results[:2]) if "studies" in r.topics else r.results[0]
         rows.append(f"| [{learner}]({_link(learner, target)}) | {_cell(result)} | {_cell(r.setting)} ({r.date}) "
                     f"| `{_cell(r.command)}` |")
     return "\n".join(rows) + "\n"

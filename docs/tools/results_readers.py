@@ -17,6 +17,7 @@ from results_records import (
     DATA,
     ROOT,
     Record,
+    arch_flags,
     command,
     committed_date,
     data_arg,
@@ -35,9 +36,11 @@ def run_json(d: dict[str, Any], src: str) -> Iterator[Record]:
     cmd = d.get("benchmark") if str(d.get("benchmark", "")).startswith("localearn ") else None
     if cmd is None:
         from_recipe = {k for k, v in recipe.items() if str(v.get("source", "")).startswith("recipe:")}
-        flags = [f"--{k.replace('_', '-')} {v['value']}" for k, v in recipe.items() if v.get("source") == "cli"]
-        opts = [f"--opt {k}={json.dumps(v) if not isinstance(v, str) else v}"
-                for k, v in (d.get("learner_options") or {}).items() if k not in from_recipe]
+        flags = [arch_flags(v["value"]) if k == "arch" else f"--{k.replace('_', '-')} {v['value']}"
+                 for k, v in recipe.items() if v.get("source") == "cli"]
+        opts = [arch_flags(v) if k == "arch" else f"--opt {k}={json.dumps(v) if not isinstance(v, str) else v}"
+                for k, v in (d.get("learner_options") or {}).items()
+                if k not in from_recipe and not (k == "arch" and recipe.get("arch", {}).get("source") == "cli")]
         cmd = " ".join([f"localearn train --algo {d['algorithm']} --dataset {d['dataset']}",
                         *([f"--data-dir {DATA}"] if d.get("data_dir") else []), *flags, *opts])
     m, hist = d["metrics"], d.get("history") or []
@@ -46,6 +49,8 @@ def run_json(d: dict[str, Any], src: str) -> Iterator[Record]:
     if d["status"] == "complete":
         res = [f"test accuracy **{g(m['test_accuracy'])}** (val {g(m['val_accuracy'])})",
                f"epochs per unit (best): {units}", f"training {sec(m['train_seconds'])}",
+               *([f"peak saved for backward {mib(m['peak_saved_activation_bytes'])}"]
+                 if m.get("peak_saved_activation_bytes") else []),
                f"validation {sec(m['validate_seconds'])} (metered apart)"]
     else:
         curve = " / ".join(g(h["val_accuracy"]) for h in hist)

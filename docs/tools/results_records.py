@@ -115,3 +115,18 @@ def committed_date(src: str, root: Path = ROOT) -> str:
     except OSError:
         out = ""
     return out or date_from(src)
+
+
+def arch_flags(arch: str) -> str:
+    """A run's ``arch`` as the command-line flags that give it: ``--arch SPEC``, or for a model spec
+    (``model:SOURCE blocks=K balance=KIND KEY=VALUE``) ``--model``, ``--blocks``, ``--balance``, ``--model-opt``."""
+    if not arch.startswith("model:"):
+        return f"--arch {arch}"
+    source, *pairs = arch[len("model:"):].split()
+    flags = [f"--model {source}"]
+    for key, value in (p.split("=", 1) for p in pairs):
+        if key in ("blocks", "balance"):
+            flags += [] if (key, value) == ("balance", "activations") else [f"--{key} {value}"]
+        else:
+            flags.append(f"--model-opt {key}={value}")
+    return " ".join(flags)

@@ -68,21 +68,34 @@ def test_the_rewrite_on_a_copy(tmp_path: Path) -> None:
 
 
 def test_nothing_in_the_docs_points_outside_the_repository() -> None:
-    for page in DOCS.rglob("*.md"):  # the pages and the README and CONTRIBUTING drafts
+    for page in DOCS.rglob("*.md"):
         text = page.read_text()
         assert "../shared" not in text and "/work/" not in text, f"{page} points outside the repository"
         found = OLD.search(text)
         assert not found, f"{page} cites {found and found.group()}, which does not ship"
 
 
-def test_draft_links_resolve_from_the_repository_root() -> None:
-    """The README and CONTRIBUTING drafts are swapped in at the root: their links must resolve there."""
-    link = re.compile(r"\]\(([^)#\s]+)(?:#[\w-]+)?\)")
-    for draft in ("_readme_draft.md", "_contributing_draft.md"):
-        text = (DOCS / draft).read_text()
-        for target in link.findall(text):
-            if not target.startswith(("http://", "https://")):
-                assert (REPO / target).exists(), f"docs/{draft}: {target} does not exist at the repository root"
+def test_root_pages_link_inside_the_repository() -> None:
+    """README.md and CONTRIBUTING.md: every relative link resolves on GitHub (the file, and the
+    heading anchor on a docs page), and nothing points outside the repository."""
+    link = re.compile(r"\]\(([^)#\s]+)(?:#([\w-]+))?\)")
+    for name in ("README.md", "CONTRIBUTING.md"):
+        text = (REPO / name).read_text()
+        assert "../shared" not in text and "/work/" not in text and not OLD.search(text), name
+        for target, anchor in link.findall(text):
+            if target.startswith(("http://", "https://")):
+                continue
+            assert (REPO / target).exists(), f"{name}: {target} does not exist"
+            if anchor and target.startswith("docs/") and target.endswith(".md"):
+                assert anchor in _anchors(REPO / target), f"{name}: {target} has no anchor #{anchor}"
+
+
+def test_readme_keeps_the_two_commands_and_its_length() -> None:
+    """CI runs the README's test command verbatim; the front door stays short."""
+    text = (REPO / "README.md").read_text()
+    assert "pip install . && localearn train --algo mono_forward\n" in text
+    assert 'pip install -e ".[dev]" && python -m pytest -m "not slow"\n' in text
+    assert len(text.splitlines()) <= 150
 
 
 CITED = re.compile(r"docs/([\w/]+\.md)(?:#([\w-]+))?(?: \(\"([^\"]+)\"\))?")
