@@ -30,7 +30,7 @@ SOURCES = ("localearn", "algorithms", "kernels", "studies", "benchmarks", "examp
 SUFFIXES = (".py", ".toml", ".sh", ".md", ".txt", ".cfg")
 SKIP = ("benchmarks/results/",)
 NOTE = "notes/"
-DOC = re.compile(r"(?<![\w/])(?:\.\./shared/)?(?:(?P<doc>ALGORITHMS|STUDY_PROTOCOL|DESIGN)(?:\.md|(?=\s§))"
+DOC = re.compile(r"(?<![\w/])(?:\.\./shared/|/work/shared/)?(?:(?P<doc>ALGORITHMS|STUDY_PROTOCOL|DESIGN)(?:\.md|(?=\s§))"
                  r"|(?P<note>notes/[a-z_]+\.md))")
 SEP = re.compile(r"(?:'s)?(?:[ \t,:(]|\n[ \t]*(?:#[ \t]*)?)*")
 SECTION = re.compile(r"§\s?(\d+(?:\.\d+)*)(?:\s?[-–]\s?(\d+(?:\.\d+)*))?(?: (pitfall|Rule) (\d+))?(?![\d])")
