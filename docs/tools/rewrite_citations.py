@@ -30,8 +30,8 @@ SOURCES = ("localearn", "algorithms", "kernels", "studies", "benchmarks", "examp
 SUFFIXES = (".py", ".toml", ".sh", ".md", ".txt", ".cfg")
 SKIP = ("benchmarks/results/",)
 NOTE = "notes/"
-DOC = re.compile(r"(?<![\w/])(?:\.\./shared/|/work/shared/)?(?:(?P<doc>ALGORITHMS|STUDY_PROTOCOL|DESIGN)(?:\.md|(?=\s§))"
-                 r"|(?P<note>notes/[a-z_]+\.md))")
+DOC = re.compile(r"(?<![\w/])(?:\.\./shared/|/work/shared/)?"
+                 r"(?:(?P<doc>ALGORITHMS|STUDY_PROTOCOL|DESIGN)(?:\.md|(?=\s§))|(?P<note>notes/[a-z_]+\.md))")
 SEP = re.compile(r"(?:'s)?(?:[ \t,:(]|\n[ \t]*(?:#[ \t]*)?)*")
 SECTION = re.compile(r"§\s?(\d+(?:\.\d+)*)(?:\s?[-–]\s?(\d+(?:\.\d+)*))?(?: (pitfall|Rule) (\d+))?(?![\d])")
 PURE = re.compile(r"§[\d.\-]+(?: (?:pitfall|Rule) \d+)?")  # a section key, looked up by parsing

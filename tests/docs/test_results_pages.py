@@ -111,3 +111,35 @@ def test_a_precision_benchmark_becomes_a_record(tmp_path: Path, monkeypatch: pyt
     assert "bf16: throughput **2.5×** of fp32, test accuracy 0.9512 (+0.12 pp)" in text
     assert "fp32 1000 samples/s" in text and "median of 2 runs" in text
     assert "--data-dir DATA" in text and "/somewhere" not in text and str(results) not in text
+
+
+def test_a_model_run_becomes_a_record_with_its_model_flags(tmp_path: Path) -> None:
+    """A run.json of ``localearn train --model ...`` (the any-network records) shows the flags
+    that rebuild its model, not its ``model:`` spec, and its learner's page gets the row."""
+    folder = tmp_path / "benchmarks" / "results" / "any_network_2026-12-02"
+    folder.mkdir(parents=True)
+    spec = "model:torchvision:resnet18 blocks=4 balance=flops stem=cifar"
+    run = {"status": "complete", "algorithm": "dgl", "dataset": "cifar10_subset", "arch": spec, "schedule": "joint",
+           "seed": 0, "data_dir": "/machine/data", "learner_options": {"arch": spec},
+           "recipe": {"arch": {"value": spec, "source": "cli"}, "epochs": {"value": 3, "source": "cli"},
+                      "lr": {"value": 1e-3, "source": "recipe:localearn default"}},
+           "units": [{"unit": "network", "epochs": 3, "best_epoch": 3}],
+           "metrics": {"test_accuracy": 0.4151, "val_accuracy": 0.42, "train_seconds": 100.0,
+                       "validate_seconds": 5.0, "peak_saved_activation_bytes": 3 * 2**20}}
+    (folder / "dgl.json").write_text(json.dumps(run))
+    records, _ = readers.load_records(tmp_path)
+    text = pages.render("learner:dgl", records, [], "docs/learners/dgl.md")
+    assert ("`localearn train --algo dgl --dataset cifar10_subset --data-dir DATA --model torchvision:resnet18 "
+            "--blocks 4 --balance flops --model-opt stem=cifar --epochs 3`") in text
+    assert "test accuracy **0.4151**" in text and "peak saved for backward 3.00 MiB" in text
+    assert "/machine" not in text
+    assert "[dgl](docs/learners/dgl.md)" in pages.summary(records, "README.md")
+
+
+def test_the_readme_statements_name_the_cpu_flags_and_the_command() -> None:
+    measures = tool("results_measures")
+    precision = measures.statement("precision", REPO)
+    flags = json.loads(sorted((REPO / "benchmarks" / "results").glob("precision_*_cpu_*.json"))[-1].read_text())
+    assert all(f in precision for f in flags["cpu"]["flags"]) and "bf16" in precision and "--out" not in precision
+    pipeline = measures.statement("pipeline", REPO)
+    assert "`torchrun --standalone" in pipeline and "--parallel pipeline" in pipeline and "--out" not in pipeline
