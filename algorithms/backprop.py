@@ -2,7 +2,7 @@
 
 Rumelhart, Hinton & Williams, *Learning representations by back-propagating errors*, Nature 1986.
 
-STUDY_PROTOCOL.md §6 ("same-architecture baselines"): the BP arm is the learner's own trunk
+docs/learners/backprop.md#same-architecture: the BP arm is the learner's own trunk
 (the same :func:`~localearn.arch.build_trunk` blocks and initialisation) without its local heads,
 plus one ``Linear(D_L, C)`` head initialised N(0, 0.01) as in the reference, trained with one
 global cross-entropy. It is registered as one more learner whose single "layer" is the whole
@@ -138,14 +138,16 @@ class Backprop(LocalLearner):
     # Beyond-BP's BP arm: AdamW, batch 128, lr / wd selected per dataset (original protocol,
     # MLP 2×1000 on MNIST / F-MNIST, 3×2000 on CIFAR); other datasets keep the AdamW default.
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("localearn default (AdamW as Beyond-BP, STUDY_PROTOCOL.md §7.2)", optimizer="adamw",
+        "images": recipe("localearn default (AdamW as Beyond-BP, docs/reference/setups.md#architectures)",
+                         optimizer="adamw",
                          lr=1e-3, weight_decay=0.0),
-        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP MNIST 2x1000, original)", lr=1.976e-4, weight_decay=7.48e-6),
-        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP F-MNIST 2x1000, original)",
+        "mnist": recipe("docs/reference/setups.md#hyperparameters (BP, MLP MNIST 2x1000, original)", lr=1.976e-4,
+                        weight_decay=7.48e-6),
+        "fashion_mnist": recipe("docs/reference/setups.md#hyperparameters (BP, MLP F-MNIST 2x1000, original)",
                                 lr=2.132e-4, weight_decay=2.71e-5),
-        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-10 3x2000, original)",
+        "cifar10": recipe("docs/reference/setups.md#hyperparameters (BP, MLP CIFAR-10 3x2000, original)",
                           lr=8.116e-5, weight_decay=2.08e-5),
-        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (BP, MLP CIFAR-100 3x2000, original)",
+        "cifar100": recipe("docs/reference/setups.md#hyperparameters (BP, MLP CIFAR-100 3x2000, original)",
                            lr=1.036e-4, weight_decay=9.11e-6),
     }
 

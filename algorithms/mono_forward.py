@@ -2,7 +2,7 @@
 
 Gong, Li & Abdulla, *Mono-Forward: Backpropagation-Free Algorithm for Efficient Neural Network
 Training Harnessing Local Errors*, arXiv 2501.09238 (v2: *Revisiting Forward-Forward through
-Objective-Locality Decomposition*). Equations and settings: ALGORITHMS.md §2.
+Objective-Locality Decomposition*). Equations and settings: docs/learners/mono_forward.md.
 
 Layer i computes ``a_i = ReLU(W_i sg(a_{i-1}) + b_i)`` and the goodness matrix
 ``G_i = a_i M_iᵀ`` (B × C); its loss is ``CE(G_i, y)``, which updates only W_i, b_i and M_i.
@@ -134,14 +134,16 @@ class MonoForward(LocalLearner):
     takes_models: ClassVar[bool] = True  # trains over a model's blocks (--model, localearn.localize)
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     # Beyond-BP (original protocol): Adam, wd 0, batch 128, lr per dataset. Its per-layer caps of
-    # 8-15 epochs under-trained MF (ALGORITHMS.md §2.4.1); the cap and patience are Rule 1's.
+    # 8-15 epochs under-trained MF (docs/learners/mono_forward.md#pitfall-stopping-rule); the cap and patience are Rule
+    # 1's.
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("ALGORITHMS.md §2.2 (Beyond-BP: Adam, wd 0, batch 128)", optimizer="adam", lr=1e-3,
+        "images": recipe("docs/learners/mono_forward.md#reference (Beyond-BP: Adam, wd 0, batch 128)", optimizer="adam",
+                         lr=1e-3,
                          weight_decay=0.0, sources={"lr": "localearn default"}),
-        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (MF, MNIST, original)", lr=1.570e-3),
-        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (MF, F-MNIST, original)", lr=3.873e-4),
-        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-10, original)", lr=3.242e-4),
-        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (MF, CIFAR-100, original)", lr=1.728e-4),
+        "mnist": recipe("docs/reference/setups.md#hyperparameters (MF, MNIST, original)", lr=1.570e-3),
+        "fashion_mnist": recipe("docs/reference/setups.md#hyperparameters (MF, F-MNIST, original)", lr=3.873e-4),
+        "cifar10": recipe("docs/reference/setups.md#hyperparameters (MF, CIFAR-10, original)", lr=3.242e-4),
+        "cifar100": recipe("docs/reference/setups.md#hyperparameters (MF, CIFAR-100, original)", lr=1.728e-4),
     }
 
     def __init__(self, *args: Any, prediction: str = "last", input_head: bool = False, head: str | None = None,

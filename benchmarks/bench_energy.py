@@ -1,7 +1,7 @@
 """Energy of Mono-Forward vs backprop on MNIST ``mlp:2x1000``, repeated, with its spread.
 
 Reference: Gong, Li, Abdulla, "Mono-Forward: Backpropagation-Free Algorithm for Efficient Neural
-Network Training Harnessing Local Errors", arXiv:2501.09238; STUDY_PROTOCOL.md Rule 3 (NVML
+Network Training Harnessing Local Errors", arXiv:2501.09238; docs/concepts/protocol.md#rule-3 (NVML
 energy counter at synchronised window edges, idle baseline, one measured run per GPU at a time
 with a cooldown, GPU temperature recorded at the start).
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ff_eval.py --data-dir ../shared/data --threads 1
 
-Hinton, *The Forward-Forward Algorithm*, arXiv 2212.13345 (ALGORITHMS.md §1.3): per-label
+Hinton, *The Forward-Forward Algorithm*, arXiv 2212.13345 (docs/learners/forward_forward.md#prediction): per-label
 prediction runs the network on C copies of each image, one per candidate label. Layer 1's RMS
 divisor is the same for every label (the label contributes v² to the squared norm whichever
 class it names), so its pre-activation is ``(W x')/s + (v/s)·W[:, c] + b``: the image part is

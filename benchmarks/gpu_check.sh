@@ -10,7 +10,7 @@
 # (.gpu_data/mnist; /.gpu_data/ is in .gitignore) and name .gpu_data in the tool's `carry`.
 # Budget (H200): tests ~1 min, kernels ~4 min, energy ~4 min, precision ~3 min, step ~2 min; run
 # them as two calls (`tests,kernels,step` then `energy,precision`): one call's limit is 10 minutes.
-#   tests:   pytest -m gpu (DESIGN.md error rule, fp32/bf16/fp16) + the kernel tests on CUDA.
+#   tests:   pytest -m gpu (docs/guides/kernels.md#error-rule, fp32/bf16/fp16) + the kernel tests on CUDA.
 #   kernels: benchmarks/bench_kernels.py, eager vs torch.compile vs Triton, FF and MF layers,
 #            batch 128..4096 x width 1000..4096, fp32 and bf16.
 #   energy:  benchmarks/bench_energy.py, Mono-Forward vs backprop on MNIST mlp:2x1000, 3 repeats,

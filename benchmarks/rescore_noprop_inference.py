@@ -3,7 +3,7 @@
     python benchmarks/rescore_noprop_inference.py RUN_DIR [--split val] [--data-dir DIR]
 
 Li, Teh & Pascanu, *NoProp*, arXiv 2503.24322: inference runs z_0 → z_T through all T blocks,
-``z_t = a_t û_t + b_t z_{t−1} + √c_t ε``; ``mean`` drops the √c_t ε term (ALGORITHMS.md §4.5
+``z_t = a_t û_t + b_t z_{t−1} + √c_t ε``; ``mean`` drops the √c_t ε term (docs/learners/noprop.md#pitfalls
 pitfall 4). The same weights are scored with the paper's stochastic sampler and with the mean
 path, so the difference is the inference rule alone. Selection evidence belongs on validation, so
 that is the default split. Works on the checkpoint of an unfinished run too.

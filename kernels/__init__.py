@@ -1,6 +1,6 @@
 """Fused kernels: one op per file, each with a plain-torch reference that is the CPU path.
 
-DESIGN.md (Kernels): ``<op>(..., impl="auto")`` picks Triton when the tensors are on CUDA and
+docs/guides/kernels.md#dispatch: ``<op>(..., impl="auto")`` picks Triton when the tensors are on CUDA and
 Triton imports, and the torch reference otherwise; an explicit ``impl="triton"`` that cannot run
 raises; ``LOCALEARN_KERNELS=torch|triton`` forces one implementation everywhere. Layers call
 ``localearn.kernels.<op>`` and never import Triton themselves. This module holds that policy,
@@ -91,7 +91,7 @@ _COMPILED: dict[Any, Any] = {}
 
 # Where ``auto`` turns a Triton op on: per op, (dtype, min rows, min width) entries taken from a
 # committed GPU run of benchmarks/bench_kernels.py that shows the kernel winning: a kernel ships on
-# by default only where it wins (DESIGN.md (Kernels)). No GPU benchmark has been taken yet, so
+# by default only where it wins (docs/guides/kernels.md#dispatch). No GPU benchmark has been taken yet, so
 # none: ``auto`` runs the torch reference for every layer until one is.
 DEFAULT_ON: dict[str, list[tuple[torch.dtype, int, int]]] = {op: [] for op in FUSED_OPS}
 

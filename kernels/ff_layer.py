@@ -1,13 +1,14 @@
 """The Forward-Forward layer as one op: forward, goodness, FF loss and the local W/b gradient.
 
-Hinton, *The Forward-Forward Algorithm*, arXiv 2212.13345 (ALGORITHMS.md §1.1), with the loeweX
+Hinton, *The Forward-Forward Algorithm*, arXiv 2212.13345 (docs/learners/forward_forward.md#equations), with the loeweX
 recipe's straight-through ReLU and peer normalisation. For rows r (positive and negative in one
 matrix, one matmul), ι_r = 1/(rms(x_r) + ε), z = ι·(x Wᵀ) + b, h = ReLU(z), g_r = Σ_j h_rj²
 (``sum``) or its mean (``mean``), logit_r = g_r + γ_r − θ, and
 L = mean_r BCE(logit_r; t_r) + λ·mean_j (r̄ − r_j)² with r = m·r₀ + (1 − m)·mean_{pos rows} h.
 
 Because the loss is terminal and the input is detached, the gradient is complete at the end of
-the forward (notes part C4): c_r = (σ(logit_r) − t_r)/R, dL/dh = 2c_r·h (÷N for ``mean``) plus the
+the forward (docs/guides/kernels.md#store-or-recompute): c_r = (σ(logit_r) − t_r)/R, dL/dh = 2c_r·h (÷N for ``mean``)
+plus the
 peer-norm column term v = λ·2(r − r̄)(1 − m)/(N·P) on positive rows, dz = dL/dh · 1(h > 0) (or · 1
 with the straight-through ReLU), dW = (ι·dz)ᵀ x and db = Σ_r dz_r. The Triton path runs one vendor
 GEMM for z, one Triton row kernel (ι scale, bias, ReLU in place, goodness, per-row loss and c),

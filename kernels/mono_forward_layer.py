@@ -1,6 +1,6 @@
 """The Mono-Forward layer as one op: ReLU layer, projection to class scores, CE and local gradients.
 
-Gong, Li & Abdulla, *Mono-Forward*, arXiv 2501.09238 (ALGORITHMS.md §2.1): a = ReLU(x Wᵀ + b),
+Gong, Li & Abdulla, *Mono-Forward*, arXiv 2501.09238 (docs/learners/mono_forward.md#equations): a = ReLU(x Wᵀ + b),
 G = a Mᵀ, L = CE(G, y), and the input is detached, so L reaches only W, b and M::
 
     dG = (softmax(G) − Y)/B,  dM = dGᵀ a,  dz = (dG M) ⊙ 1(a > 0),  dW = dzᵀ x,  db = Σ_r dz_r.

@@ -128,7 +128,7 @@ def parse_arch(spec: str | ArchSpec) -> ArchSpec:
 
 
 def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
-    """conv3×3 (pad 1) → ReLU → maxpool 2 → BatchNorm (CaFo, ALGORITHMS §3.1; eps 1e-4 as official)."""
+    """conv3×3 (pad 1) → ReLU → maxpool 2 → BatchNorm (CaFo, docs/learners/cafo.md#equations; eps 1e-4 as official)."""
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding=1),
         nn.ReLU(),
@@ -140,7 +140,7 @@ def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
 def kaiming_linear(in_dim: int, out_dim: int) -> nn.Linear:
     """A Linear with Kaiming-uniform weights for ReLU (bound √(6/fan_in)) and zero bias.
 
-    The Mono-Forward initialisation (ALGORITHMS §2.1, as in Beyond-BP); the BP twin shares it.
+    The Mono-Forward initialisation (docs/learners/mono_forward.md#equations, as in Beyond-BP); the BP twin shares it.
     """
     lin = nn.Linear(in_dim, out_dim)
     nn.init.kaiming_uniform_(lin.weight, nonlinearity="relu")

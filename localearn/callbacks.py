@@ -1,6 +1,6 @@
 """The Trainer's callback hooks, and the callback shipped with localearn: Optuna pruning.
 
-STUDY_PROTOCOL.md Rule 4: a pruner, if one is used, must see a step axis comparable across arms:
+docs/concepts/protocol.md#rule-4: a pruner, if one is used, must see a step axis comparable across arms:
 validation of the *whole model* at matched data passes, never a stage's local metric. So this
 callback evaluates ``predict()`` on the validation split after every epoch (metered in the
 ``validate`` window, outside training cost) and reports it at step = data passes so far.

@@ -1,6 +1,6 @@
 """Trainer options and the per-layer optimizer factory (:class:`~localearn.trainer.Trainer`).
 
-Options that belong to the training protocol live here (STUDY_PROTOCOL.md Rules 1-3); learner
+Options that belong to the training protocol live here (docs/concepts/protocol.md); learner
 options live with the learner. ``localearn.trainer`` re-exports both names.
 """
 

@@ -1,7 +1,7 @@
 """``LocalLearner``: an algorithm, as a chain of :class:`~localearn.layer.LocalLayer` positions.
 
 A learner declares what it is (``name``, ``paper``, ``aliases``, ``supports_graphs``, schedules,
-recipes, search space) and, once, its **chain** (DESIGN.md, "One scoring contract"):
+recipes, search space) and, once, its **chain** (docs/concepts/contract.md#chain):
 
 * :meth:`positions`: the layers that travel together, in order (a pipeline rank holds
   contiguous positions; default one layer each);

@@ -1,6 +1,6 @@
 """Honest run outcomes: a run ends ``complete``, ``interrupted`` or ``diverged``.
 
-A non-finite training loss or parameter stops the training unit (STUDY_PROTOCOL.md: a number
+A non-finite training loss or parameter stops the training unit (docs/concepts/protocol.md: a number
 computed from a broken model is no result). The checks cost no per-step device sync: the losses
 stay on the device (:class:`localearn.losslog.LossLog`) and are tested at each log point (every
 ``log_every`` steps and at the epoch's end; a non-finite loss makes its layer's window mean

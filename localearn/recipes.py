@@ -50,13 +50,13 @@ class Recipe:
 
 
 def recipe(source: str, sources: Mapping[str, str] | None = None, **values: Any) -> Recipe:
-    """Shorthand: ``recipe("ALGORITHMS.md §1.4 loeweX", lr=1e-3, batch_size=100)``."""
+    """Shorthand: ``recipe("docs/learners/forward_forward.md#reference loeweX", lr=1e-3, batch_size=100)``."""
     return Recipe(source, dict(values), dict(sources or {}))
 
 
-_RULE1 = "STUDY_PROTOCOL.md §3 Rule 1 (cap 100 epochs per unit, patience 20)"
+_RULE1 = "docs/concepts/protocol.md#rule-1 (cap 100 epochs per unit, patience 20)"
 BASE: dict[str, Recipe] = {
-    "images": recipe(_RULE1, {"batch_size": "STUDY_PROTOCOL.md §7.1 (batch 128)"},
+    "images": recipe(_RULE1, {"batch_size": "docs/reference/setups.md#data (batch 128)"},
                      epochs=100, patience=20, batch_size=128),
     "graphs": recipe(_RULE1, epochs=100, patience=20),
     # The bundled quick-start set: seconds on a laptop, not a paper's benchmark.

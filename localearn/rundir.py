@@ -1,6 +1,6 @@
 """Reading a run directory safely: the few plain values a checkpoint may set, and nothing else.
 
-A run directory from elsewhere is data, never code (README, "Safety: run directories are data";
+A run directory from elsewhere is data, never code (docs/guides/checkpoints.md#safety;
 the attack of issue #23 S1: a checkpoint whose stored ``data_dir`` pointed PyG's Planetoid reader,
 which unpickles its raw files, at crafted pickles beside it). So ``--resume``, ``localearn eval``
 and :func:`localearn.load_run` read exactly these fields of a checkpoint's ``run`` entry, each

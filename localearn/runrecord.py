@@ -1,6 +1,6 @@
 """The run record as a typed object: what ``run.json`` (:mod:`localearn.record`) holds, read back.
 
-STUDY_PROTOCOL.md Rule 4 (provenance with every run): a study's report, its rows and plots, the
+docs/concepts/protocol.md#rule-4 (provenance with every run): a study's report, its rows and plots, the
 study runner's final-run check and the CLI's summary all read run records; they read them here,
 through :class:`RunRecord`, instead of each indexing the JSON by string keys. The loader tolerates
 older files: a record without ``task`` is a classification run, one without ``update`` trained at

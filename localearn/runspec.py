@@ -4,8 +4,7 @@
 build their run here, so that a value left unset means the same thing everywhere: the reference
 recipe's (:mod:`localearn.recipes`, each value recorded with its source), else TrainConfig's or the
 learner's default. A resumed run's spec comes from its checkpoint instead (:func:`resumed_run`),
-reading only the checked plain values of :mod:`localearn.rundir` (README, "Safety: run directories
-are data").
+reading only the checked plain values of :mod:`localearn.rundir` (docs/guides/checkpoints.md#safety).
 
 Run settings that are neither training options nor plain learner options (``arch``, ``schedule``,
 ``task``) are declared in :data:`SETTINGS`; a study spec's arms accept exactly these keys, so a new

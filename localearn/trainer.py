@@ -5,7 +5,7 @@ the training units (``learner.stages()``), epochs, evaluation on the learner's t
 stopping rule, best-state restore, resumable checkpoints, the run's outcome and a few callbacks.
 Learners never loop.
 
-The stopping rule is STUDY_PROTOCOL.md Rule 1, identical for every arm and applied per training
+The stopping rule is docs/concepts/protocol.md#rule-1, identical for every arm and applied per training
 unit: validate every epoch on the unit's validation loss (mode min, ``min_delta`` 0) or, for
 learners that declare it, the task's metric (accuracy, ROC-AUC, MSE); stop after ``patience``
 epochs without improvement or at the epoch cap of the unit; restore the best state (kept in

@@ -1,6 +1,6 @@
 """The update policy: what happens between a local loss and its layer's optimizer step.
 
-DESIGN.md ("Trainer"): the update policy belongs to the Trainer and the recipes, not to learners.
+docs/concepts/contract.md#update-policy: the update policy belongs to the Trainer and the recipes, not to learners.
 Every :meth:`~localearn.layer.LocalLayer.train_step` hands its loss to the layer's
 :class:`UpdatePolicy`, which owns, in this order:
 

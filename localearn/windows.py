@@ -1,6 +1,6 @@
 """Warm-up window bookkeeping for the Trainer's metered training steps.
 
-STUDY_PROTOCOL.md Rule 3: the first ``warmup_steps`` optimizer steps of a run are metered in
+docs/concepts/protocol.md#rule-3: the first ``warmup_steps`` optimizer steps of a run are metered in
 their own ``warmup`` window (counted in training cost, but kept apart so that one-off costs such
 as allocator growth or kernel autotuning are visible), every later step in ``train`` windows. The
 CUDA peak is taken after the warm-up: the counter is reset when the warm-up window closes. The

@@ -1,6 +1,6 @@
 """Studies: fair, resumable, multi-worker comparisons of local learners with backprop.
 
-``localearn.studies.protocol`` holds the seeding and statistics rules of STUDY_PROTOCOL.md Rule 4
+``localearn.studies.protocol`` holds the seeding and statistics rules of docs/concepts/protocol.md#rule-4
 (sampler seed from the study name, per-trial seeds, the seed-collision check, paired bootstrap
 CIs, the TOST verdict, Holm). ``run_study`` (``localearn study run``) loads a TOML spec
 (``localearn.studies.spec``), tunes every arm with one budget, stopping rule, pruner, objective

@@ -1,6 +1,6 @@
 """A study's arms: validation of each ``[[arms]]`` table, and the same-trunk backprop arms added to it.
 
-STUDY_PROTOCOL.md §2.1 and Rule 4: the keys that would give one arm its own budget, stopping rule,
+docs/concepts/protocol.md#asymmetries and Rule 4: the keys that would give one arm its own budget, stopping rule,
 pruner, seeds or sampler are rejected (:data:`RULE_KEYS`), and so are those the study sets once for
 every arm (:data:`STUDY_ONLY`: the task, whose metric is the objective, and the precision; issue
 #20: "a study's arms share the precision by construction"). An arm is searched one of three ways
@@ -28,7 +28,7 @@ from localearn.rundir import field_types
 from localearn.runspec import SETTINGS, check_options
 
 BASELINES = {"image": "backprop", "graph": "backprop_gnn"}
-#: per-arm keys that would give one arm its own budget or rule (§2.1): always rejected.
+#: per-arm keys that would give one arm its own budget or rule (docs/concepts/protocol.md#asymmetries): always rejected.
 RULE_KEYS = ("trials", "epochs", "patience", "pruner", "stop_metric", "sampler", "seed", "seeds",
              "min_delta", "restore_best", "protocol")
 #: set once in [study] for every arm: never an arm's own, a fixed value or a searched one.
@@ -102,7 +102,7 @@ def folder_name(where: str, key: str, name: str) -> None:
 def _not_per_arm(where: str, key: str, name: str) -> None:
     if name in RULE_KEYS:
         raise fail(where, key, "a per-arm budget or rule is not allowed: every arm gets the [study] budget, "
-                   "stopping rule, pruner and seeds (STUDY_PROTOCOL §2.1); set it in [study]")
+                   "stopping rule, pruner and seeds (docs/concepts/protocol.md#asymmetries); set it in [study]")
     if name in STUDY_ONLY:
         raise fail(where, key, f"the {name} is the study's, the same for every arm; set study.{name}")
 

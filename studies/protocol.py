@@ -1,4 +1,4 @@
-"""Seeds and statistics for fair comparisons (STUDY_PROTOCOL.md Rule 4).
+"""Seeds and statistics for fair comparisons (docs/concepts/protocol.md#rule-4).
 
 Spyra & Dzwinel, *Energy-Efficient Deep Learning Without Backpropagation: A Rigorous Evaluation
 of Forward-Only Algorithms*, arXiv 2511.01061 (revised): their TPE sampler was seeded with the

@@ -3,7 +3,7 @@
 The layout is the study runner's (see ``localearn study run``): ``DIR/study.json`` describes the
 arms, ``DIR/runs/<dataset>/<arm>/seed-<s>/run.json`` holds each final run. A run whose status is
 not ``complete`` (diverged, interrupted) or whose ``run.json`` is missing is a *failed* row: it is
-listed with its reason and never averaged in (STUDY_PROTOCOL.md Rule 4).
+listed with its reason and never averaged in (docs/concepts/protocol.md#rule-4).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``run_study``: tune every arm with one budget and rule, then run the best configurations on
-paired seeds (STUDY_PROTOCOL.md Rules 1-4; Spyra & Dzwinel, arXiv 2511.01061, revised).
+paired seeds (docs/concepts/protocol.md; Spyra & Dzwinel, arXiv 2511.01061, revised).
 
 The study directory DIR holds ``spec.toml``, ``study.json`` (rewritten atomically as the study
 advances), ``journal.log`` (the default Optuna storage) and ``runs/<dataset>/<arm>/seed-<s>/``.

@@ -1,4 +1,4 @@
-"""Study specs: load a TOML file, validate it, resolve its defaults (STUDY_PROTOCOL.md §2.1, Rule 4).
+"""Study specs: load a TOML file, validate it, resolve its defaults (docs/concepts/protocol.md#asymmetries, Rule 4).
 
 Spyra & Dzwinel, arXiv 2511.01061 (revised), found three asymmetries in the reference study:
 per-arm stopping rules, a pruner and a smaller budget for backprop only, and a TPE sampler seeded
@@ -119,10 +119,11 @@ def _trials(where: str, study: dict[str, Any], raws: list[dict[str, Any]]) -> in
     for i, size in sizes.items():
         if size != trials:
             raise fail(where, f"arms[{i}].grid", f"{size} points, but every arm gets study.trials = {trials} trials "
-                       "(STUDY_PROTOCOL §6: equal budgets); make each grid that size")
+                       "(docs/concepts/protocol.md#rule-4: equal budgets); make each grid that size")
     if fixed and trials != 1:
         raise fail(where, f"arms[{fixed[0]}].search", f"a fixed arm runs one trial, but every arm gets study.trials = "
-                   f"{trials} (STUDY_PROTOCOL §6: equal budgets); fix every arm (trials = 1) or search this one")
+                   f"{trials} (docs/concepts/protocol.md#rule-4: equal budgets); fix every arm (trials = 1) "
+                   "or search this one")
     return trials
 
 

@@ -1,4 +1,4 @@
-"""Per-arm means and paired contrasts against backprop (STUDY_PROTOCOL.md Rule 4).
+"""Per-arm means and paired contrasts against backprop (docs/concepts/protocol.md#rule-4).
 
 Spyra & Dzwinel, *Energy-Efficient Deep Learning Without Backpropagation: A Rigorous Evaluation
 of Forward-Only Algorithms*, arXiv 2511.01061 (revised): contrasts are paired by seed with 10 000

@@ -158,7 +158,7 @@ def split_params(arm: Arm, params: dict[str, Any]) -> tuple[dict[str, Any], dict
     rules = sorted(set(params) & (set(RULE_KEYS) | set(STUDY_ONLY) | {"epochs"}))
     if rules:
         raise ConfigError(f"{arm.algo}.search_space tunes {', '.join(rules)}: a budget or stopping rule cannot differ "
-                          "between arms, nor the study's task or precision (STUDY_PROTOCOL §2.1)")
+                          "between arms, nor the study's task or precision (docs/concepts/protocol.md#asymmetries)")
     train = {k: v for k, v in params.items() if k in TRAIN_VALUES}
     return train, {k: v for k, v in params.items() if k not in train}
 

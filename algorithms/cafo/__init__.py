@@ -3,7 +3,7 @@
 Zhao, Wang, Li, Jin, Lang & Ling, *The Cascaded Forward Algorithm for Neural Network Training*,
 arXiv 2303.09728 (official code: Graph-ZKY/CaFo). DFA block training as in Beyond-BP
 (Przemyslaw11/BeyondBackpropagation); Direct Feedback Alignment: Nøkland, arXiv 1609.01596.
-Equations and settings: ALGORITHMS.md §3.
+Equations and settings: docs/learners/cafo.md.
 
 Model. Blocks ``h_k = BN(MaxPool2(ReLU(Conv3×3(h_{k-1}))))`` (``cnn:32-128-512`` by default,
 built by :func:`localearn.arch.build_trunk`; ``mlp:`` specs work too) feed one linear predictor

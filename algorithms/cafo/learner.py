@@ -45,21 +45,21 @@ class CaFo(CafoChain):
     test_options: ClassVar[dict[str, Any]] = {"blocks": "dfa"}  # conformance runs the DFA phase
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("ALGORITHMS.md §3.1 (Adam variant, as Beyond-BP)", {"lr": "localearn default"},
+        "images": recipe("docs/learners/cafo.md#equations (Adam variant, as Beyond-BP)", {"lr": "localearn default"},
                          optimizer="adam", lr=1e-3, weight_decay=0.0),
-        "mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, MNIST, original: pred_lr, pred_wd)",
+        "mnist": recipe("docs/reference/setups.md#hyperparameters (CaFo-Rand, MNIST, original: pred_lr, pred_wd)",
                         lr=4.214e-4, weight_decay=1.66e-6),
-        "fashion_mnist": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, F-MNIST, original)", lr=1.374e-3,
+        "fashion_mnist": recipe("docs/reference/setups.md#hyperparameters (CaFo-Rand, F-MNIST, original)", lr=1.374e-3,
                                 weight_decay=2.94e-7),
-        "cifar10": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-10, original)", lr=2.411e-4,
+        "cifar10": recipe("docs/reference/setups.md#hyperparameters (CaFo-Rand, CIFAR-10, original)", lr=2.411e-4,
                           weight_decay=6.36e-6),
-        "cifar100": recipe("STUDY_PROTOCOL.md §7.4 (CaFo-Rand, CIFAR-100, original)", lr=2.411e-4,
+        "cifar100": recipe("docs/reference/setups.md#hyperparameters (CaFo-Rand, CIFAR-100, original)", lr=2.411e-4,
                            weight_decay=6.36e-6),
     }
 
     dfa_epoch: Tensor
 
-    # Beyond-BP's CaFo space (STUDY_PROTOCOL §7.3) widened to three decades; block lr/wd: DFA only.
+    # Beyond-BP's CaFo space (docs/reference/setups.md#search-spaces) widened to three decades; block lr/wd: DFA only.
     search: ClassVar[dict[str, Dist]] = {
         "weight_decay": log_uniform(1e-7, 1e-4), "block_lr": log_uniform(1e-6, 1e-3),
         "block_weight_decay": log_uniform(1e-7, 1e-4)}
@@ -192,8 +192,7 @@ class CaFo(CafoChain):
         ``e = (softmax(o) − Y) / B`` (the per-sample error of the batch-mean CE) comes from one
         no-grad pass through the blocks and the auxiliary head at the current weights, with
         BatchNorm in the unit's train mode; the pass's running-statistics updates are undone, so
-        BN statistics move once per step, in the blocks' own forward (Nøkland 2016; ALGORITHMS.md
-        §3.1)."""
+        BN statistics move once per step, in the blocks' own forward (Nøkland 2016; docs/learners/cafo.md#equations)."""
         ctx = super().make_context(batch)
         if self._unit != "dfa":
             return ctx

@@ -1,5 +1,5 @@
 """Sparsemax and the sparsemax loss (Martins & Astudillo, *From Softmax to Sparsemax*, ICML 2016,
-arXiv 1602.02068), as used by CaFo's SL predictors (ALGORITHMS.md §3.1).
+arXiv 1602.02068), as used by CaFo's SL predictors (docs/learners/cafo.md#equations).
 
 ``sparsemax(z) = [z − τ]₊`` with ``τ = (Σ_{j≤k} z_(j) − 1) / k`` and
 ``k = max{k : 1 + k z_(k) > Σ_{j≤k} z_(j)}`` over the sorted scores. The loss

@@ -1,16 +1,17 @@
 """Counter-Current Learning: a forward network and a feedback network that teach each other.
 
 Kao & Hariharan, *Counter-Current Learning: A Biologically Plausible Dual Network Approach for Deep
-Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). ALGORITHMS.md §6.
+Learning*, NeurIPS 2024, arXiv 2409.19841 (code: IandRover/CCL-NeurIPS24, MIT). docs/learners/counter_current.md.
 
 The forward network maps ``x`` to class scores ``o``; the feedback network maps the C class one-hots ``b_L =
 I_C`` (never the batch labels) down to the input width. Every map detaches its input. Pair ``(a_l, b_l)``
 trains ``f_l`` and ``g_{l+1}``, pair ``(x, b_0)`` trains ``g_1`` and CE on ``o`` trains ``f_L``; each pair is
 one :class:`~.pairs.CounterCurrentPair` (a LocalLayer), so the backward of each pair runs and is freed on its
-own (pair-wise backward, §6.4.1).
+own (pair-wise backward, docs/learners/counter_current.md#pitfall-pairwise-backward).
 
 Architectures: ``mlp:784-5x256`` (default) gives bias-free Linear pairs with ELU on both sides plus the output
-map to C that this learner adds. ``cnn:C1-...-CK`` here means K CCL conv pairs (ALGORITHMS §6.2), *not*
+map to C that this learner adds. ``cnn:C1-...-CK`` here means K CCL conv pairs
+(docs/learners/counter_current.md#reference), *not*
 localearn's usual conv/ReLU/pool/BN blocks: ``conv="stride"`` conv3×3 stride 2 (the MNIST model),
 ``conv="pool"`` conv3×3 stride 1 + maxpool 2 (the CIFAR model), ``conv="auto"`` picks stride for 1-channel and
 pool for 3-channel input; the feedback side upsamples (nearest) then convolves. Then a bias-free Linear to C.
@@ -32,7 +33,7 @@ side, applied after pair-wise backward through parked gradients (the Trainer's u
 the released ones exactly (tested); the shared coefficient couples the pairs, so this learner is not
 block-local (``coupling``). ``clip_scope="pair"`` clips each pair alone.
 
-Deviations from the reference, all documented in the README section:
+Deviations from the reference, all documented in docs/learners/counter_current.md#deviations:
 
 * The feedback chain runs once, no-grad, per batch to give each pair ``b_{l+1}``; each pair re-applies ``g_{l+1}``
   with grad (C extra rows per layer).
@@ -113,7 +114,8 @@ class CounterCurrent(LocalLearner):
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1.0, "weight_decay": 0.0}
     recipes: ClassVar[dict[str, Recipe]] = {"images": recipe(  # the released MLP yaml (the default arch)
-        "ALGORITHMS.md §6.2 (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, 100 epochs)",
+        "docs/learners/counter_current.md#reference (CCL MLP yaml: batch 256, SGD lr 1.0, momentum 0, wd 0, "
+        "100 epochs)",
         optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, batch_size=256, epochs=100)}
     # CCL's plain SGD runs at lr 1.0 (the reference's MNIST setting): three decades up to 3.
     search: ClassVar[dict[str, Dist]] = {"lr": log_uniform(3e-3, 3.0)}

@@ -1,6 +1,6 @@
 """Builds CCL's dual network from an architecture spec (see :mod:`.pairs` for the pairs).
 
-Kao & Hariharan, *Counter-Current Learning*, NeurIPS 2024, arXiv 2409.19841 (ALGORITHMS.md §6).
+Kao & Hariharan, *Counter-Current Learning*, NeurIPS 2024, arXiv 2409.19841 (docs/learners/counter_current.md).
 ``mlp:`` specs give bias-free Linear pairs (MLP autoencoder stand-in in autoencoder mode),
 ``cnn:`` specs the CCL conv pairs (classifier) or the reference's conv autoencoder.
 """

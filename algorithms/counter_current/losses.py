@@ -1,4 +1,5 @@
-"""CCL pair losses (ALGORITHMS.md §6.1), as released in IandRover/CCL-NeurIPS24 ``utils/loss.py``.
+"""CCL pair losses (docs/learners/counter_current.md#equations), as released in IandRover/CCL-NeurIPS24
+``utils/loss.py``.
 
 Every function takes a forward batch ``A`` (N rows: samples) and a feedback batch ``B`` (C rows:
 class prototypes, or N rows in autoencoder mode); both are flattened per row.
@@ -72,7 +73,8 @@ def reconstruction_pair_loss(a: Tensor, b: Tensor, s_c: float = 1.0, s_ssl: floa
     """Autoencoder pair loss ``s_C·mean((A − B)²) + s_ssl·(decor(A) + decor(B))``.
 
     Both sides carry the same N samples. The shipped ``compute_scl_loss_convautoencoder`` is the
-    plain MSE (scale 1); the spatial factor H and the centred-map term of ALGORITHMS §6.1 have no
+    plain MSE (scale 1); the spatial factor H and the centred-map term of docs/learners/counter_current.md#equations
+    have no
     meaning for an MLP. An MSE alone is minimised by features that keep almost nothing about the
     sample (any function of x can be aligned with itself), so the CNN loss's decorrelation terms
     are added to keep samples apart (``s_ssl=0`` gives the plain MSE).

@@ -1,6 +1,7 @@
 """The CCL training units: one :class:`CounterCurrentPair` per pair of the dual network.
 
-With a forward network ``f_1..f_L`` and a feedback network ``g_1..g_L`` (ALGORITHMS.md §6.1), the
+With a forward network ``f_1..f_L`` and a feedback network ``g_1..g_L`` (docs/learners/counter_current.md#equations),
+the
 learner holds ``L + 1`` local layers, each owning exactly the maps its loss trains:
 
 * ``layer0``, the input pair ``(x, b_0)``: owns ``g_1`` only; its forward map is the identity.
@@ -8,7 +9,8 @@ learner holds ``L + 1`` local layers, each owning exactly the maps its loss trai
 * ``layer L``, the output: owns ``f_L`` only; CE on ``o`` (MSE to the image in autoencoder mode).
 
 Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed
-before the next pair runs (the memory benefit of ALGORITHMS §6.4.1), and it owns an optimizer
+before the next pair runs (the memory benefit of docs/learners/counter_current.md#pitfall-pairwise-backward), and it
+owns an optimizer
 with two parameter groups (``f``, ``g``); how they are clipped is the update policy's ``clip_scope``.
 """
 
@@ -164,7 +166,8 @@ def build_mlp_pairs(
     """Bias-free Linear pairs ``in → widths... → out_dim`` (``act`` on both sides, none at the ends).
 
     ``norm`` puts a BatchNorm (no affine) before every hidden nonlinearity, on both sides (AE mode
-    only: in classifier mode the feedback batch is the C one-hots, where BN must stay off, §6.4.3).
+    only: in classifier mode the feedback batch is the C one-hots, where BN must stay off,
+    docs/learners/counter_current.md#pitfall-feedback-batch).
     """
     dims = [math.prod(input_shape), *widths, out_dim]
     n = len(dims) - 1  # L
@@ -264,7 +267,7 @@ def build_cnn_pairs(
     loss: PairLoss,
     act: str = "elu",
 ) -> list[CounterCurrentPair]:
-    """Conv pairs (ALGORITHMS §6.2), then a bias-free Linear output pair.
+    """Conv pairs (docs/learners/counter_current.md#reference), then a bias-free Linear output pair.
 
     ``conv="stride"``: f = conv3×3 stride 2 (bias) → act; g = upsample → conv3×3 (bias) → act.
     ``conv="pool"``: f = conv3×3 stride 1 (no bias) → act → maxpool 2; g = upsample → conv → act.

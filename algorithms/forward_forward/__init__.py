@@ -1,9 +1,9 @@
 """Forward-Forward (FF) and Collaborative FF.
 
 Hinton, *The Forward-Forward Algorithm: Some Preliminary Investigations*, arXiv 2212.13345;
-recipe of loeweX/Forward-Forward (MIT) as summarised in ALGORITHMS.md §1. Collaborative FF:
+recipe of loeweX/Forward-Forward (MIT) as summarised in docs/learners/forward_forward.md. Collaborative FF:
 Lorberbom, Gat, Adi, Schwing & Hazan, *Layer Collaboration in the Forward-Forward Algorithm*,
-AAAI 2024, arXiv 2305.12393 (ALGORITHMS.md §1.6).
+AAAI 2024, arXiv 2305.12393 (docs/learners/forward_forward.md#collaborative-ff).
 
 Layer l (``FFLayer``)::
 
@@ -23,7 +23,8 @@ Labels (supervised): the first C values of the flattened input are overwritten w
 ``label_value · one_hot(y)`` (default 3.25 on the *normalised* pixels; for image data this is the
 first C pixels of the top row of channel 0). 3.25 ≈ 1/0.3081 is loeweX's 1.0 on raw [0, 1] MNIST
 pixels expressed in MNIST-normalised units: Beyond-BP's 1.0 on normalised pixels is a 3× weaker
-signal (ALGORITHMS §1.8.5) and learnt visibly slower here (MNIST 3×1000, seed 0, 100 SGD steps at
+signal (docs/learners/forward_forward.md#pitfall-label-scale) and learnt visibly slower here (MNIST 3×1000, seed 0, 100
+SGD steps at
 lr 1e-3: 0.43 against 0.68 validation accuracy on 1-2k validation images). The neutral label is
 ``label_value / C`` everywhere in those C places. A training step uses 2B rows: B positives (true
 label) and B negatives whose label is never the true one: ``negatives="random"`` draws
@@ -44,7 +45,7 @@ Schedules: ``joint`` (default; every layer steps on every batch on the previous 
 output) and ``greedy`` (one unit per layer over the no-grad frozen prefix; with
 ``prediction="linear"`` a last ``classifier`` unit). A greedy layer unit is selected on the
 per-label goodness of the layers trained so far. The stop metric is validation accuracy: the FF
-loss is no model-selection signal (ALGORITHMS §1.8.7).
+loss is no model-selection signal (docs/learners/forward_forward.md#pitfall-selection).
 
 Collaborative FF (``collab``): layer l's logit becomes ``G_l + γ_l − θ_l`` with
 ``γ_l = Σ_{t∈S_l} sg(G_t − θ_t)``, S_l = all other layers (``"all"``) or the preceding ones

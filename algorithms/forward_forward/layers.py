@@ -3,7 +3,8 @@ logistic loss of its goodness through the fused ``localearn.kernels.ff_layer`` o
 one-pass readout :class:`FFClassifier`.
 
 Hinton, *The Forward-Forward Algorithm: Some Preliminary Investigations*, arXiv 2212.13345
-(ALGORITHMS.md §1); the collaborative γ of Lorberbom et al., arXiv 2305.12393 (§1.6).
+(docs/learners/forward_forward.md); the collaborative γ of Lorberbom et al., arXiv 2305.12393
+(docs/learners/forward_forward.md#collaborative-ff).
 """
 
 from __future__ import annotations

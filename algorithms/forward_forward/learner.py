@@ -1,8 +1,9 @@
 """The Forward-Forward learner and its Collaborative-FF option.
 
 Hinton, *The Forward-Forward Algorithm: Some Preliminary Investigations*, arXiv 2212.13345, with
-the recipe of loeweX/Forward-Forward (ALGORITHMS.md §1); Collaborative FF: Lorberbom, Gat, Adi,
-Schwing & Hazan, *Layer Collaboration in the Forward-Forward Algorithm*, arXiv 2305.12393 (§1.6).
+the recipe of loeweX/Forward-Forward (docs/learners/forward_forward.md); Collaborative FF: Lorberbom, Gat, Adi,
+Schwing & Hazan, *Layer Collaboration in the Forward-Forward Algorithm*, arXiv 2305.12393
+(docs/learners/forward_forward.md#collaborative-ff).
 See the package docstring for the equations, options and deviations.
 """
 
@@ -35,18 +36,20 @@ class ForwardForward(LocalLearner):
     paper = "Hinton, The Forward-Forward Algorithm, arXiv 2212.13345 (+ CFF, arXiv 2305.12393)"
     schedule = "joint"
     schedules = ("joint", "greedy")
-    stop_metric = "val_acc"  # the FF loss selected an epoch-2 network in Beyond-BP (§1.8.7)
+    # the FF loss selected an epoch-2 network in Beyond-BP (docs/learners/forward_forward.md#pitfall-selection)
+    stop_metric = "val_acc"
     default_arch = "mlp:3x1000"
     test_arch = "mlp:2x32"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "sgd", "lr": 1e-3, "weight_decay": 3e-4}
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("ALGORITHMS.md §1.4 (loeweX: SGD m 0.9, lr 1e-3, wd 3e-4, batch 100, 100 epochs)",
-                         {"patience": "STUDY_PROTOCOL.md §3 Rule 1 (loeweX has no early stopping)"},
+        "images": recipe("docs/learners/forward_forward.md#reference (loeweX: SGD m 0.9, lr 1e-3, wd 3e-4, batch 100, "
+                         "100 epochs)",
+                         {"patience": "docs/concepts/protocol.md#rule-1 (loeweX has no early stopping)"},
                          optimizer="sgd", momentum=0.9, lr=1e-3, weight_decay=3e-4, batch_size=100, epochs=100,
                          patience=20),
     }
 
-    # Beyond-BP's revised FF space (STUDY_PROTOCOL §7.3): its ff_wd [1e-4, 1e-3] widened to three
+    # Beyond-BP's revised FF space (docs/reference/setups.md#search-spaces): its ff_wd [1e-4, 1e-3] widened to three
     # decades around the recipe's 3e-4.
     search: ClassVar[dict[str, Dist]] = {"weight_decay": log_uniform(1e-5, 1e-2)}
 
@@ -82,7 +85,8 @@ class ForwardForward(LocalLearner):
         self.hybrid_blur_steps = int(hybrid_blur_steps)
         blocks = getattr(self.arch, "blocks", None) or [None] * self.arch.depth
         for width, block in zip(self.arch.widths, blocks, strict=True):
-            # θ_l = D_l for sum goodness, 1 for mean goodness; an explicit threshold wins (§1.8.1).
+            # θ_l = D_l for sum goodness, 1 for mean goodness; an explicit threshold wins
+            # (docs/learners/forward_forward.md#pitfall-threshold).
             theta = threshold if threshold is not None else (width if goodness == "sum" else 1.0)
             layer = FFLayer(in_dim, width, goodness=goodness, theta=theta,
                             straight_through=straight_through, peer_norm=peer_norm,
@@ -91,10 +95,11 @@ class ForwardForward(LocalLearner):
             self.add_layer(layer)
             in_dim = width
         self.depth = depth = len(self.layers)
-        # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L (§1.8.3).
+        # Layer 1 sees the label pixels, so prediction and the classifier use layers 2..L
+        # (docs/learners/forward_forward.md#pitfall-layer-one).
         self.read_layers = tuple(range(1, depth)) if depth > 1 else (0,)
         # CFF trains every layer on σ(Σ_t G_t − Σ_t θ_t), layer 1 included, so per-label
-        # prediction reads the same sum (README, "Collaborative FF": +4 pp at 3 epochs).
+        # prediction reads the same sum (docs/learners/forward_forward.md#collaborative-ff: +4 pp at 3 epochs).
         self.vote_layers = tuple(range(depth)) if self.collab != "none" else self.read_layers
         if self.prediction == "linear":  # the last layer, its own position (not an FF layer)
             feat = sum(self.arch.widths[i] for i in self.read_layers)

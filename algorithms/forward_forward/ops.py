@@ -1,4 +1,4 @@
-"""Forward-Forward building blocks as plain functions (Hinton, arXiv 2212.13345; ALGORITHMS.md §1).
+"""Forward-Forward building blocks as plain functions (Hinton, arXiv 2212.13345; docs/learners/forward_forward.md).
 
 Kept free of module state so the tests can compare each one with a hand computation: RMS
 normalisation, goodness, the BCE-with-logits FF loss, peer normalisation, the straight-through
@@ -17,7 +17,8 @@ RMS_EPS = 1e-8  # loeweX and Beyond-BP
 
 
 def rms_normalise(x: Tensor, eps: float = RMS_EPS) -> Tensor:
-    """``x / (sqrt(mean(x²)) + eps)`` row-wise on the flattened rows: Σx̂² = D (ALGORITHMS §1.1)."""
+    """``x / (sqrt(mean(x²)) + eps)`` row-wise on the flattened rows: Σx̂² = D
+    (docs/learners/forward_forward.md#equations)."""
     x = x.flatten(1)
     return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
@@ -126,7 +127,7 @@ def hardest_wrong_labels(y: Tensor, label_scores: Tensor) -> Tensor:
 def hybrid_masks(
     n: int, height: int, width: int, steps: int, device: torch.device | None = None
 ) -> Tensor:
-    """Masks with large regions of ones and zeros (ALGORITHMS §1.2, unsupervised FF).
+    """Masks with large regions of ones and zeros (docs/learners/forward_forward.md#labels, unsupervised FF).
 
     A random bit image is blurred ``steps`` times with [¼, ½, ¼] horizontally and vertically
     (replicate padding, so borders are not pulled towards 0) and thresholded at 0.5.

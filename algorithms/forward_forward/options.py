@@ -1,7 +1,7 @@
 """Forward-Forward's options and the checks across them (see the package docstring).
 
 Hinton, *The Forward-Forward Algorithm*, arXiv 2212.13345; Collaborative FF: Lorberbom et al.,
-arXiv 2305.12393 (ALGORITHMS.md §1). Every bad combination is refused with one line naming it.
+arXiv 2305.12393 (docs/learners/forward_forward.md). Every bad combination is refused with one line naming it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Backprop baselines for ForwardGNN: PyG's GCN, GraphSAGE and GAT trained end to end.
 
-Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004, §5.3 of
-ALGORITHMS.md: ``torch_geometric.nn.models`` GCN / GraphSAGE / GAT (4 heads) with L layers,
+Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004,
+docs/learners/forward_gnn.md#reference: ``torch_geometric.nn.models`` GCN / GraphSAGE / GAT (4 heads) with L layers,
 hidden 128, dropout 0 and the last layer mapping to the C class logits (so ``gcn:128x2`` is
 F → 128 → C). ``dropout`` (0 by default, as the ForwardGNN protocol) drops the input features and
 every hidden layer's output in training, as PyG's ``examples/gcn.py`` does; on the Planetoid
@@ -96,9 +96,11 @@ class BackpropGNN(LocalLearner):
     test_arch = "gcn:16x2"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}
     recipes: ClassVar[dict[str, Recipe]] = {
-        "graphs": recipe("ALGORITHMS.md §5.3 (ForwardGNN's BP baseline: hidden 128, dropout 0, up to 1000 "
+        "graphs": recipe("docs/learners/forward_gnn.md#reference (ForwardGNN's BP baseline: hidden 128, dropout 0, "
+                         "up to 1000 "
                          "epochs, patience 100 validations every 2 epochs)",
-                         {"lr": "ALGORITHMS.md §5.1", "weight_decay": "ALGORITHMS.md §5.1"},
+                         {"lr": "docs/learners/forward_gnn.md#equations",
+                          "weight_decay": "docs/learners/forward_gnn.md#equations"},
                          arch="gcn:128x2", dropout=0.0, epochs=1000, patience=200, optimizer="adam",
                          lr=1e-3, weight_decay=5e-4),
         **{name: _PYG_GCN for name in ("cora", "citeseer", "pubmed")},

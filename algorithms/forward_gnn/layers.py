@@ -2,7 +2,7 @@
 
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004.
 
-A layer is ``h = ReLU(Conv(n(sg(x)), edges))`` (ALGORITHMS.md §5.1) with ``n`` the row-wise L2
+A layer is ``h = ReLU(Conv(n(sg(x)), edges))`` (docs/learners/forward_gnn.md#equations) with ``n`` the row-wise L2
 normalisation ``x / (‖x‖₂ + 1e-8)`` and ``Conv`` one of GCN, SAGE (mean aggregation) or GAT (4 heads
 of width W/4, concatenated). The graph's edges are not part of the layer input tensor, so
 :meth:`GraphLayer.infer` reads them from the context (the learner's base chain uses it for the
@@ -51,7 +51,7 @@ def sf_logits(h: Tensor, num_real: int, tau: float = 1.0) -> Tensor:
 
 
 def sf_loss(h: Tensor, ctx: Context) -> Tensor:
-    """SF loss: CE over the training nodes of their virtual-node logits (ALGORITHMS.md §5.2)."""
+    """SF loss: CE over the training nodes of their virtual-node logits (docs/learners/forward_gnn.md#variants)."""
     idx = ctx["train_idx"]
     logits = h[idx] @ h[ctx["num_real"] :].T / ctx.get("tau", 1.0)
     return F.cross_entropy(logits, ctx["train_y"])

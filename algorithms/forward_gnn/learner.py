@@ -1,7 +1,7 @@
 """The ForwardGNN learner: SF, FF-LA, FF-VN, Top2Loss and Top2Input (node classification).
 
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004
-(ALGORITHMS.md §5). Written from the paper and ALGORITHMS.md only; the reference code
+(docs/learners/forward_gnn.md). Written from the paper and docs/learners/forward_gnn.md only; the reference code
 (facebookresearch/forwardgnn, CC-BY-NC) was not read.
 
 Every layer is a :class:`~localearn.algorithms.forward_gnn.layers.GraphLayer` with its own Adam
@@ -23,7 +23,7 @@ virtual-node logits, or Σ_l goodness for the FF variants) or ``last``. Probabil
 returned as ``log(mean_l p_l)``, which has the same argmax and gives a proper cross-entropy.
 
 Deviations: the FF variants stop on validation accuracy (their BCE is no selection signal,
-STUDY_PROTOCOL.md §3); Top2Loss's states start from a bottom-up forward and Top2Input's from
+docs/concepts/protocol.md#rule-1); Top2Loss's states start from a bottom-up forward and Top2Input's from
 zeros, details the paper leaves open; FF-VN inference propagates each class graph through all
 layers on its own.
 """
@@ -88,10 +88,12 @@ class ForwardGNN(GraphChain):
     test_arch = "gcn:16x2"
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}
     recipes: ClassVar[dict[str, Recipe]] = {
-        "graphs": recipe("ALGORITHMS.md §5.3 (hidden 128; up to 1000 epochs per layer; patience 100 "
+        "graphs": recipe("docs/learners/forward_gnn.md#reference (hidden 128; up to 1000 epochs per layer; "
+                         "patience 100 "
                          "validations every 2 epochs = 200 epochs)",
-                         {"optimizer": "ALGORITHMS.md §5.1", "lr": "ALGORITHMS.md §5.1",
-                          "weight_decay": "ALGORITHMS.md §5.1"},
+                         {"optimizer": "docs/learners/forward_gnn.md#equations",
+                          "lr": "docs/learners/forward_gnn.md#equations",
+                          "weight_decay": "docs/learners/forward_gnn.md#equations"},
                          arch="gcn:128x2", epochs=1000, patience=200, optimizer="adam", lr=1e-3, weight_decay=5e-4),
     }
 

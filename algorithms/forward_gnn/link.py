@@ -1,7 +1,7 @@
 """Link prediction as a Trainer task (``task="link"``) for ForwardGNN and its backprop baseline.
 
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004
-(ALGORITHMS.md §5.2, last row; §5.3 for the split).
+(docs/learners/forward_gnn.md#variants, last row; docs/learners/forward_gnn.md#reference for the split).
 
 The edges are split by ``RandomLinkSplit(num_val=0.16, num_test=0.2, neg_sampling_ratio=1.0)``
 with training negatives drawn once (fixed 1:1), seeded by its own seed (101) apart from the

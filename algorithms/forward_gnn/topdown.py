@@ -1,7 +1,7 @@
 """ForwardGNN's top-down variants: Top2Loss and Top2Input (training steps and recurrent inference).
 
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004
-(ALGORITHMS.md §5.2). These are not a chain: every layer steps (through
+(docs/learners/forward_gnn.md#variants). These are not a chain: every layer steps (through
 ``LocalLayer.train_step``) on the detached previous-step states of the layers around it, which
 the learner keeps between steps (``fgnn._states``). Functions of the learner ``fgnn``.
 """

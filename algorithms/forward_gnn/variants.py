@@ -1,7 +1,7 @@
 """Graph inputs of the ForwardGNN variants: virtual nodes, appended labels, label matrices.
 
 Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024, arXiv 2403.11004
-(ALGORITHMS.md §5.1–5.2).
+(docs/learners/forward_gnn.md#equations).
 
 Virtual-node augmentation adds one node per class after the N real nodes (rows N..N+C−1), with
 fixed N(0,1) features, and links every **training** node to its class's node in both directions.

@@ -1,7 +1,7 @@
 """Pieces shared by the NoProp learners: the image conv stack, class embeddings and the output head.
 
 Li, Teh & Pascanu, *NoProp: Training Neural Networks without Back-propagation or
-Forward-propagation*, arXiv 2503.24322 (ALGORITHMS.md §4).
+Forward-propagation*, arXiv 2503.24322 (docs/learners/noprop.md).
 
 Class embeddings W_Embed ∈ R^{C×d} (row y is u_y):
 

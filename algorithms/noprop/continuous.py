@@ -1,7 +1,7 @@
 """NoProp-CT and NoProp-FM: one time-conditioned denoiser, local in time only (not block-local).
 
 Li, Teh & Pascanu, *NoProp: Training Neural Networks without Back-propagation or
-Forward-propagation*, arXiv 2503.24322 (ALGORITHMS.md §4.3).
+Forward-propagation*, arXiv 2503.24322 (docs/learners/noprop.md#ct-fm).
 
 Both learners train a single network on one random time t ~ U(0, 1) per sample and step; there
 are no blocks, so the whole network (with Linear_out, W_Embed and, for CT, the schedule network)
@@ -38,7 +38,7 @@ t-input (the endpoints are fixed), so γ̄ keeps its role.
 **NoProp-FM.** z_t = t u_y + (1 − t) z_0, z_0 ~ N(0, I); v̂(z_t, x, t) regresses u_y − z_0.
 The head is trained with CE(Linear_out(z̃_1), y) on the network's endpoint estimate
 z̃_1 = z_t + (1 − t) v̂, which is also the extra classification term learned embeddings need;
-we add it for every embedding so that the head is trained (a choice; ALGORITHMS §4.3 only
+we add it for every embedding so that the head is trained (a choice; docs/learners/noprop.md#ct-fm only
 requires it for learned embeddings). Inference integrates dz/dt = v̂ from t = 0 to 1.
 
 **Both: Linear_out starts at zero** (the paper does not give its initialisation). With PyTorch's
@@ -177,12 +177,13 @@ class _ContinuousNoProp(LocalLearner):
     test_arch = "cnn:8-16"
     test_options: ClassVar[dict[str, Any]] = {"width": 128, "hidden": 128, "steps": 4}
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 1e-3}
-    # The paper's CT row (ALGORITHMS.md §4.2); FM has no row of its own and shares it.
+    # The paper's CT row (docs/learners/noprop.md#reference); FM has no row of its own and shares it.
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("ALGORITHMS.md §4.2 (NoProp-CT, MNIST: batch 128, 100 epochs, Adam lr 1e-3 wd 1e-3)",
+        "images": recipe("docs/learners/noprop.md#reference (NoProp-CT, MNIST: batch 128, 100 epochs, Adam lr 1e-3 "
+                         "wd 1e-3)",
                          batch_size=128, epochs=100, optimizer="adam", lr=1e-3, weight_decay=1e-3),
-        "cifar10": recipe("ALGORITHMS.md §4.2 (NoProp-CT, CIFAR-10: 500 epochs)", epochs=500),
-        "cifar100": recipe("ALGORITHMS.md §4.2 (NoProp-CT, CIFAR-100: 1000 epochs)", epochs=1000),
+        "cifar10": recipe("docs/learners/noprop.md#reference (NoProp-CT, CIFAR-10: 500 epochs)", epochs=500),
+        "cifar100": recipe("docs/learners/noprop.md#reference (NoProp-CT, CIFAR-100: 1000 epochs)", epochs=1000),
     }
     default_eta: ClassVar[float] = 1.0
     # lr and wd over three decades around the paper's CT table (Adam 1e-3, wd 1e-3).

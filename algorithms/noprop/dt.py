@@ -1,7 +1,7 @@
 """NoProp-DT: T independent denoising blocks, each trained by its own local loss.
 
 Li, Teh & Pascanu, *NoProp: Training Neural Networks without Back-propagation or
-Forward-propagation*, arXiv 2503.24322 (ALGORITHMS.md §4.1-4.2).
+Forward-propagation*, arXiv 2503.24322 (docs/learners/noprop.md#dt).
 
 Block t maps (x, z_{t−1}) to class logits ℓ_t; its prediction of the label embedding is
 û_t = softmax(ℓ_t) W_Embed. Training never chains blocks: block t sees a q-sample
@@ -126,12 +126,14 @@ class NoPropDT(DTSteps):
     test_options: ClassVar[dict[str, Any]] = {"T": 3, "width": 32, "hidden": 16, "blocks_per_step": "all"}
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-3}
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("ALGORITHMS.md §4.2 (NoProp-DT, MNIST: batch 128, 100 epochs, AdamW lr 1e-3 wd 1e-3)",
-                         # Mean-path inference: validation 0.980 vs 0.949 stochastic (README, MNIST defaults).
-                         {"inference": "ALGORITHMS.md §4.5 pitfall 4 (dropping the sqrt(c_t) noise raised accuracy)"},
+        "images": recipe("docs/learners/noprop.md#reference (NoProp-DT, MNIST: batch 128, 100 epochs, AdamW lr 1e-3 "
+                         "wd 1e-3)",
+                         # Mean-path inference: validation 0.980 vs 0.949 stochastic (docs/learners/noprop.md#results).
+                         {"inference": "docs/learners/noprop.md#pitfall-inference-noise (dropping the sqrt(c_t) noise "
+                                       "raised accuracy)"},
                          batch_size=128, epochs=100, optimizer="adamw", lr=1e-3, weight_decay=1e-3,
                          inference="mean"),
-        **{name: recipe("ALGORITHMS.md §4.2 (NoProp-DT, CIFAR: 150 epochs)", epochs=150)
+        **{name: recipe("docs/learners/noprop.md#reference (NoProp-DT, CIFAR: 150 epochs)", epochs=150)
            for name in ("cifar10", "cifar100", "cifar10_subset")},
     }
     alpha_bar: Tensor  # schedule buffers (float32), index t = 0..T

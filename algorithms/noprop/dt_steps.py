@@ -1,6 +1,6 @@
 """NoProp-DT's training steps and denoising chain, in one process and across pipeline ranks.
 
-Li, Teh & Pascanu, *NoProp*, arXiv 2503.24322 (ALGORITHMS.md §4.1-4.2). Block t never reads
+Li, Teh & Pascanu, *NoProp*, arXiv 2503.24322 (docs/learners/noprop.md#dt). Block t never reads
 another block's output in training: it sees the image, a q-sample of its own noisy label and the
 class embeddings. With fixed (one-hot) embeddings the blocks and the head are therefore
 independent, and the chain can be cut anywhere (:mod:`localearn.distributed.pipeline`): a

@@ -1,7 +1,7 @@
 """NoProp's fixed noising process: the cosine signal schedule, SNR, its weights and a_t, b_t, c_t.
 
 Li, Teh & Pascanu, *NoProp: Training Neural Networks without Back-propagation or
-Forward-propagation*, arXiv 2503.24322 (ALGORITHMS.md §4.1).
+Forward-propagation*, arXiv 2503.24322 (docs/learners/noprop.md#noising).
 
 Indexing follows the paper: z_0 is pure noise, z_T is closest to the label embedding u_y, and the
 signal level ᾱ_t increases with t, ``q(z_t | y) = N(√ᾱ_t u_y, (1 − ᾱ_t) I)``.
@@ -13,7 +13,7 @@ The schedule (exact formula). With s = 0.008 (Nichol & Dhariwal's cosine offset)
 i.e. Nichol & Dhariwal's cosine curve read backwards in t (noise at t = 0, label at t = T),
 *without* their normalisation by f(0), so ᾱ_0 = cos²(π/2) ≈ 0 and the prior z_0 ~ N(0, I) matches
 q(z_0 | y). The clamp keeps ᾱ_T below 1 so that SNR(T) = ᾱ_T / (1 − ᾱ_T) stays finite
-(ALGORITHMS §4.5 pitfall 1): for T = 10 the unclamped ᾱ_T is 0.99985 (SNR 6 450); the clamp makes
+(docs/learners/noprop.md#pitfall-snr-weight): for T = 10 the unclamped ᾱ_T is 0.99985 (SNR 6 450); the clamp makes
 it 0.999 (SNR 999), and it is active only for the last level. The clamp value is an assumption
 (the paper only says "fixed cosine schedule"); it is an option of the learner.
 

@@ -93,7 +93,7 @@ class AugLocal(SupervisedLocal):
     heads: ClassVar[dict[str, str]] = {"map": "pool_linear", "tokens": "mean", "vector": "linear"}
     recipes: ClassVar[dict[str, Recipe]] = paper_recipes(
         "AugLocal CIFAR: InfoPro's recipe at batch 128, SGD momentum 0.9, wd 1e-4, lr 0.1, cosine "
-        "(notes/supervised_local.md §3)", 1e-4)
+        "(docs/learners/auglocal.md#reference)", 1e-4)
     test_arch = "cnn:4-8-8"
 
     def __init__(self, *args: Any, aug_depth: int = 2, **base: Any) -> None:

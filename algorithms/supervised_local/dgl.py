@@ -32,7 +32,7 @@ class DGL(SupervisedLocal):
     paper = "Belilovsky, Eickenberg & Oyallon, Decoupled Greedy Learning of CNNs, ICML 2020"
     heads: ClassVar[dict[str, str]] = {"map": "mlp_sr", "tokens": "mlp", "vector": "mlp"}
     recipes: ClassVar[dict[str, Recipe]] = paper_recipes(
-        "DGL auxiliary_nets_study, CIFAR: SGD momentum 0.9, wd 5e-4, lr 0.1 (notes/supervised_local.md §1)", 5e-4)
+        "DGL auxiliary_nets_study, CIFAR: SGD momentum 0.9, wd 5e-4, lr 0.1 (docs/learners/dgl.md#reference)", 5e-4)
 
     def __init__(self, *args: Any, **base: Any) -> None:
         super().__init__(*args, **base)

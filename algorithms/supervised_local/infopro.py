@@ -11,7 +11,7 @@ feature maps). The weights are interpolated linearly over the local modules as t
 Options ``lambda_rec``/``lambda_rec_last`` are λ1 (the code's ``ixx``) at the first and the last
 local module, ``lambda_task``/``lambda_task_last`` λ2 (``ixy``). Defaults: 5 → 0.2 and 0.05 → 0.5,
 the released values for InfoPro with the cross-entropy head on ResNet-32 as AugLocal's code runs it
-(notes/supervised_local.md §3).
+(docs/learners/auglocal.md#reference).
 
 Simplified: the "Contrast" task term (SupCon on a 128-d embedding, which every released CIFAR
 command uses) is not implemented; the reconstruction target is each image rescaled per channel to
@@ -65,7 +65,7 @@ class InfoPro(SupervisedLocal):
     heads: ClassVar[dict[str, str]] = {"map": "conv", "tokens": "mean", "vector": "linear"}
     recipes: ClassVar[dict[str, Recipe]] = paper_recipes(
         "InfoPro CIFAR recipe at batch 128 (STL-10's setting): SGD momentum 0.9, wd 1e-4, lr 0.1, "
-        "cosine (notes/supervised_local.md §2; Nesterov momentum is plain momentum here)", 1e-4)
+        "cosine (docs/learners/infopro.md#reference; Nesterov momentum is plain momentum here)", 1e-4)
     test_arch = "cnn:4-8"
 
     def __init__(self, *args: Any, lambda_rec: float = 5.0, lambda_rec_last: float = 0.2,

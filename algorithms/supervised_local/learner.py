@@ -1,6 +1,6 @@
 """The shared skeleton of DGL, InfoPro and AugLocal: K consecutive blocks, each with its own loss.
 
-Notes on the three codebases (``/work/shared/notes/supervised_local.md`` §0): modules 1..K-1 each
+Notes on the three codebases (``docs/learners/dgl.md#skeleton`` docs/learners/index.md#notation): modules 1..K-1 each
 train an auxiliary network on their own output and module K trains the network's classifier; module
 k+1 receives ``h_k.detach()``. One optimizer per module stepping right after its backward (DGL) and
 one SGD over everything stepped once per batch (InfoPro, AugLocal) give the same update, since
@@ -58,7 +58,7 @@ class SupervisedLocal(LocalLearner):
     heads: ClassVar[dict[str, str]] = {"map": "pool_linear", "tokens": "mean", "vector": "linear"}
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     # The papers train with SGD (momentum 0.9, lr 0.1, wd 5e-4 or 1e-4) over 50-400 epochs with step or
-    # cosine decay (notes/supervised_local.md), kept for full CIFAR (paper_recipes). On a short run that recipe
+    # cosine decay (docs/learners/dgl.md#skeleton), kept for full CIFAR (paper_recipes). On a short run that recipe
     # trails: DGL over a ResNet-18 cut into 4 blocks, cifar10_subset, 3 epochs, batch 64, seed 0: test accuracy
     # 0.241 at SGD lr 0.1, 0.373 at lr 0.01, 0.415 with Adam at 1e-3 (pool + linear heads: 0.413), backprop on
     # the same model 0.443; so other image data take Adam at 1e-3.

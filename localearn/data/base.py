@@ -59,7 +59,7 @@ class ImageData(DataBundle):
 
     With an ``augment`` callable, training batches are augmented per sample (the validation split
     never is: it is carved from the training tensors but served with the evaluation transform,
-    STUDY_PROTOCOL.md §7.1).
+    docs/reference/setups.md#data).
     """
 
     x_train: Tensor = field(default_factory=lambda: torch.empty(0))

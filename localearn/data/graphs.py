@@ -1,7 +1,7 @@
 """Graph datasets (torch_geometric): KarateClub (bundled), Planetoid, CitationFull, Amazon, GitHub.
 
 The node-classification data of Park et al., *Forward Learning of Graph Neural Networks*, ICLR 2024
-(arXiv 2403.11004), ALGORITHMS.md §5.3. Every graph is served whole (full-batch training):
+(arXiv 2403.11004), docs/learners/forward_gnn.md#reference. Every graph is served whole (full-batch training):
 
 * ``karate``: KarateClub, shipped inside torch_geometric (offline). A seeded, per-class split of
   about 50 / 25 / 25 % (``split_seed``), since PyG's own mask holds one node per class only.
@@ -11,14 +11,14 @@ The node-classification data of Park et al., *Forward Learning of Graph Neural N
   scripts describe it: ``KFold(5, shuffle=True, random_state=101)`` over the nodes, fold ``split``
   (0..4) is the test part, then 20 % of the rest (``train_test_split``, ``random_state=101``) is
   validation. The published split files (NamyongPark/forwardgnn-datasplits) can differ from a
-  regeneration (ALGORITHMS.md §5.5 pitfall 4); this is a documented deviation.
+  regeneration (docs/learners/forward_gnn.md#pitfall-splits); this is a documented deviation.
 
 Features are row-normalised (``NormalizeFeatures``) as in the paper.
 
 **Where files are looked for.** For ``data_dir = D`` a dataset with PyG folder ``NAME`` in group
 ``GROUP`` (``planetoid``, ``citationfull``, ``amazon``, ``github``) is found at
-``D/GROUP/NAME/raw/`` (e.g. ``D = /work/shared/data``) or at ``D/NAME/raw/`` (e.g.
-``D = /work/shared/data/planetoid``). PyG writes ``processed/`` next to ``raw/``, so the raw files
+``D/GROUP/NAME/raw/`` (e.g. ``D = ~/data``) or at ``D/NAME/raw/`` (e.g.
+``D = ~/data/planetoid``). PyG writes ``processed/`` next to ``raw/``, so the raw files
 are first copied into a writable cache, ``$LOCALEARN_CACHE_DIR/GROUP`` (default
 ``~/.cache/localearn/GROUP``), and loaded from there: a read-only data folder is never written.
 ``download=True`` fetches missing files into ``D/GROUP`` when the network allows.

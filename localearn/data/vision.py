@@ -1,7 +1,7 @@
 """Image datasets: digits (bundled), MNIST, Fashion-MNIST, CIFAR-10/100, the CIFAR-10 subset.
 
 Files are read with torchvision's dataset classes where torchvision has one; the tensors are then
-normalised once, in memory, with the constants of STUDY_PROTOCOL.md §7.1, and split:
+normalised once, in memory, with the constants of docs/reference/setups.md#data, and split:
 
 * MNIST: first 50 000 train / last 10 000 validation / the official 10 000 test.
 * Fashion-MNIST, CIFAR-10/100, the CIFAR-10 subset: a seeded 90/10 train/validation split.
@@ -37,7 +37,7 @@ MNIST_FILES = (
 NORMALISATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
-    # The widely copied CIFAR-10 std (0.2023, ...), reproduced as the reference used it (§7.1).
+    # The widely copied CIFAR-10 std (0.2023, ...), reproduced as the reference used it (docs/reference/setups.md#data).
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
@@ -182,7 +182,7 @@ def _load_idx_dataset(cls_name: str, folder: str, key: str, data_dir: Path, down
 
 @register_dataset("mnist")
 def load_mnist(data_dir: Path, *, download: bool = False, split_seed: int = 0) -> ImageData:
-    """MNIST: first 50 000 train / last 10 000 validation / official test (protocol §7.1)."""
+    """MNIST: first 50 000 train / last 10 000 validation / official test (protocol docs/reference/setups.md#data)."""
     (xtr, xte), (ytr, yte), src = _load_idx_dataset("MNIST", "MNIST", "mnist", data_dir, download)
     xtr, xte = _normalise(xtr, "mnist"), _normalise(xte, "mnist")
     info = {"source": src, "split": "first 50000 / last 10000 / official test",

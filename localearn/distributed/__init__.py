@@ -1,7 +1,7 @@
 """Training past one process: layer pipelines and data parallelism on ``torch.distributed``.
 
 Because no gradient crosses a layer, a local learner's layers can live on different processes
-and exchange only detached activations, forward (DESIGN.md, "Scaling past one machine"). Two
+and exchange only detached activations, forward (docs/concepts/architecture.md#scaling). Two
 modes, chosen by ``TrainConfig.parallel`` and launched by ``torchrun`` (gloo on CPU, NCCL on
 CUDA):
 

@@ -3,7 +3,7 @@
 One DDP wrapper around a whole local network with per-layer stepping lets the ranks drift apart
 without an error: DDP's all-reduce completes only at the last backward of the iteration, after
 earlier layers have already stepped on their rank-local gradients (measured: parameter gap 0.397
-after 5 steps; ../shared/notes/distributed_postgres_kernels.md, A2). Here the averaging happens in
+after 5 steps; docs/guides/distributed.md#ddp-per-layer). Here the averaging happens in
 the one place every local update passes through, :meth:`LocalLayer.train_step`, between the
 layer's backward and its optimizer step (``LocalLayer.grad_sync``), so every layer steps on the
 global batch's gradient and the detach invariant stays in one place.

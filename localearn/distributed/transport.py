@@ -4,7 +4,7 @@ A message is a dict of tensors (or None) plus a few JSON-able scalars, of a kind
 ``eval``, or ``end`` (the epoch's last training message has gone; the next rank stops iterating
 instead of counting batches of its own). Traffic only flows forward (rank r to r+1), so blocking
 on both sides cannot form the send/recv cycle that deadlocks gloo
-(notes/distributed_postgres_kernels.md, A1). Every link keeps at most ``depth`` messages in
+(docs/guides/distributed.md#transport). Every link keeps at most ``depth`` messages in
 flight, which is what bounds memory.
 
 Two paths, chosen per link by a handshake on the link's first message:

@@ -1,6 +1,6 @@
 """Measurement: metered phases, saved-for-backward memory, peak RSS, energy, provenance.
 
-Every number carries the method that produced it (DESIGN.md, Measurement). Importing this
+Every number carries the method that produced it (docs/guides/measurement.md). Importing this
 package loads neither NVML nor CodeCarbon: they are imported when a probe starts.
 """
 

@@ -1,7 +1,7 @@
 """What this machine can measure, and why not (``localearn env``).
 
-Reference: STUDY_PROTOCOL.md Rule 3 (energy methods ``nvml_energy_counter``, ``rapl``,
-``not_measured``; CO2e via CodeCarbon offline) and DESIGN.md "Kernels" (Triton on CUDA, the torch
+Reference: docs/concepts/protocol.md#rule-3 (energy methods ``nvml_energy_counter``, ``rapl``,
+``not_measured``; CO2e via CodeCarbon offline) and docs/guides/kernels.md#dispatch (Triton on CUDA, the torch
 reference elsewhere). Each entry says ``available`` and what was found or why it is missing;
 nothing here starts a measurement.
 """

@@ -1,8 +1,8 @@
 """CO2e estimates with CodeCarbon's offline tracker and an explicit country.
 
 References: Courty, Schmidt, Luccioni et al., "CodeCarbon" (doi:10.5281/zenodo.4658424); Lacoste
-et al., "Quantifying the Carbon Emissions of Machine Learning", arXiv:1910.09700. STUDY_PROTOCOL.md
-Rule 3: a fresh offline tracker per run, an explicit country (never a world average), and the
+et al., "Quantifying the Carbon Emissions of Machine Learning", arXiv:1910.09700. docs/concepts/protocol.md#rule-3: a
+fresh offline tracker per run, an explicit country (never a world average), and the
 result checked, because CodeCarbon logs and swallows its own exceptions. The figure is CodeCarbon's
 power model × a yearly country-average intensity, hence ``codecarbon_offline (estimated)``.
 """

@@ -1,7 +1,7 @@
 """Measured energy per metered window: the NVML energy counter (GPU) or RAPL (CPU), plus CO2e.
 
 References: NVIDIA, "NVML API Reference" (``nvmlDeviceGetTotalEnergyConsumption``, mJ, updated
-about every 100 ms); Intel SDM Vol. 3B §15.10 (RAPL). STUDY_PROTOCOL.md Rule 3: counters are read
+about every 100 ms); Intel SDM Vol. 3B §15.10 (RAPL). docs/concepts/protocol.md#rule-3: counters are read
 at the device-synchronised edges of every :class:`PhaseMeter` window; an idle baseline before the
 first window gives idle watts (raw and idle-adjusted energy are both reported); a GPU without the
 counter is ``not_measured`` (never estimated from power samples); a MIG slice or other processes

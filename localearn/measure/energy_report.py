@@ -1,6 +1,6 @@
 """The ``run.json`` energy block built from an energy probe's windows, and the CLI's lines.
 
-Reference: STUDY_PROTOCOL.md Rule 3: a method label on every number; raw and idle-adjusted joules;
+Reference: docs/concepts/protocol.md#rule-3: a method label on every number; raw and idle-adjusted joules;
 training cost = ``warmup`` + ``train`` windows; short windows flagged; "cannot attribute" instead
 of a number on a MIG slice or a shared GPU. This module reads the probe's attributes and imports
 nothing from :mod:`localearn.measure.energy`, so the two do not import each other.

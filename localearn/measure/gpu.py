@@ -3,7 +3,7 @@ temperature, utilisation and SM clock through the ``torch.cuda`` wrappers of NVM
 
 Reference: NVIDIA, "NVML API Reference Guide" (``nvmlDeviceGetTotalEnergyConsumption``: mJ since
 the driver loaded, Volta and newer). An unsupported reading is None ("not measured" in the report),
-never an exception mid-training. Attribution (STUDY_PROTOCOL.md Rule 3): NVML reports host PIDs;
+never an exception mid-training. Attribution (docs/concepts/protocol.md#rule-3): NVML reports host PIDs;
 in a container with its own PID namespace our PID is absent, so a single listed process is taken
 to be ours and two or more mean "cannot attribute".
 """

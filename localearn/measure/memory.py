@@ -1,6 +1,6 @@
 """Peak bytes saved for backward, overall and per layer (autograd saved-tensor hooks).
 
-DESIGN.md's device-independent memory figure: a local layer frees its graph before the next layer
+docs/guides/measurement.md#saved-bytes: a local layer frees its graph before the next layer
 runs, while backprop keeps every layer's activations until its one backward. The meter counts
 *live* saved bytes (added when autograd packs a tensor, removed when the packed handle is
 garbage-collected with its graph), so the peak is the real high-water mark. Parameters are

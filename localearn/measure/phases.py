@@ -1,6 +1,6 @@
 """Named metered windows: ``train``, ``warmup``, ``validate``, ``checkpoint``, ``test``, ``setup``.
 
-STUDY_PROTOCOL.md Rule 3: training cost is the ``train`` (+ ``warmup``) window only; validation
+docs/concepts/protocol.md#rule-3: training cost is the ``train`` (+ ``warmup``) window only; validation
 and checkpoint writes are metered apart (FF's C-pass validation never hides in its training cost).
 Window edges synchronise the device, so queued GPU work is charged to the window that launched it.
 Other meters (energy) plug in as :class:`Probe` objects told when each window opens and closes.

@@ -1,4 +1,4 @@
-"""What produced a run: library versions, device, host (STUDY_PROTOCOL.md Rule 4, provenance)."""
+"""What produced a run: library versions, device, host (docs/concepts/protocol.md#provenance)."""
 
 from __future__ import annotations
 

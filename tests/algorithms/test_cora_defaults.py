@@ -40,4 +40,4 @@ def test_forward_gnn_defaults_resolve_to_the_paper_budget() -> None:
     rec = resolve_recipe("forward_gnn", "cora")
     assert {k: rec[k]["value"] for k in ("epochs", "patience", "lr", "weight_decay", "arch")} == {
         "epochs": 1000, "patience": 200, "lr": 1e-3, "weight_decay": 5e-4, "arch": "gcn:128x2"}
-    assert rec["epochs"]["source"].startswith("recipe:ALGORITHMS.md §5.3")
+    assert rec["epochs"]["source"].startswith("recipe:docs/learners/forward_gnn.md#reference")

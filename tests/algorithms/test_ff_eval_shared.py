@@ -33,7 +33,8 @@ def test_shared_first_layer_equals_the_direct_per_label_pass() -> None:
 
 
 def test_collaborative_ff_predicts_with_the_sum_it_was_trained_on() -> None:
-    """CFF's logit is Σ over all layers (layer 1 included); plain FF keeps layer 1 out (§1.8.3)."""
+    """CFF's logit is Σ over all layers (layer 1 included); plain FF keeps layer 1 out
+    (docs/learners/forward_forward.md#pitfall-layer-one)."""
     x = torch.randn(9, 1, 8, 8)
     for collab, layers in (("none", (1, 2)), ("all", (0, 1, 2)), ("preceding", (0, 1, 2))):
         ff = create_learner("ff", arch="mlp:3x32", input_shape=(1, 8, 8), num_classes=10, collab=collab).eval()

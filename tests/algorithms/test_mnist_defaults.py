@@ -43,7 +43,7 @@ def test_mono_forward_cli_defaults_on_mnist_reach_the_issue_2_bar(shared_data: P
     assert run["metrics"]["test_accuracy"] >= 0.975, run["metrics"]["test_accuracy"]
     # The run used the recipe (Adam at the reference study's MNIST lr, Rule 1's budget), not a flag.
     assert run["recipe"]["lr"]["value"] == pytest.approx(1.570e-3)
-    assert run["recipe"]["lr"]["source"].startswith("recipe:STUDY_PROTOCOL.md §7.4")
+    assert run["recipe"]["lr"]["source"].startswith("recipe:docs/reference/setups.md#hyperparameters")
     assert run["config"]["epochs"] == 100 and run["config"]["patience"] == 20
 
 
@@ -55,7 +55,7 @@ def test_sgd_recipes_record_the_reference_momentum(algo: str, momentum: float) -
 
     train, _, _, record = apply_recipe(algo, "mnist", {}, {}, None, {"momentum": 0.9})
     assert train["optimizer"] == "sgd" and train["momentum"] == momentum
-    assert record["momentum"]["source"].startswith("recipe:ALGORITHMS.md"), record["momentum"]
+    assert record["momentum"]["source"].startswith("recipe:docs/learners/"), record["momentum"]
 
 
 def test_noprop_defaults_use_mean_path_inference(tmp_path: Path) -> None:
@@ -70,4 +70,4 @@ def test_noprop_defaults_use_mean_path_inference(tmp_path: Path) -> None:
                             out=tmp_path / str(given))
         assert run["learner_options"]["inference"] == expected
         assert run["recipe"]["inference"]["source"].startswith(
-            "recipe:ALGORITHMS.md §4.5" if given is None else "argument")
+            "recipe:docs/learners/noprop.md#pitfall-inference-noise" if given is None else "argument")

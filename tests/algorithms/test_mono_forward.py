@@ -1,4 +1,5 @@
-"""Mono-Forward: the local gradients of ALGORITHMS.md §2.1, schedules, prediction, memory, accuracy."""
+"""Mono-Forward: the local gradients of docs/learners/mono_forward.md#equations, schedules, prediction, memory,
+accuracy."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """DGL, InfoPro and AugLocal (issue #19, item 3): each loss against a hand computation, AugLocal's
-picks and depths against the rules in notes/supervised_local.md, the model's own head as the last
+picks and depths against the rules in docs/learners/dgl.md#skeleton, the model's own head as the last
 block's head, frozen blocks in eval mode under the greedy schedule, and training on real data."""
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_every_declared_recipe_sets_only_known_options_and_cites_a_source() -> N
 def test_resolution_order_dataset_beats_family_beats_base() -> None:
     mnist = resolve_recipe("backprop", "mnist")
     assert mnist["lr"] == {"value": 1.976e-4,
-                           "source": "recipe:STUDY_PROTOCOL.md §7.4 (BP, MLP MNIST 2x1000, original)"}
+                           "source": "recipe:docs/reference/setups.md#hyperparameters (BP, MLP MNIST 2x1000, original)"}
     assert mnist["optimizer"]["value"] == "adamw" and mnist["epochs"]["value"] == 100
     assert resolve_recipe("backprop", "digits")["epochs"]["value"] == 20  # the quick-start override
     ff = resolve_recipe("forward_forward", "mnist")

@@ -2,7 +2,7 @@
 
 Each layer's gradient is averaged across ranks between its own backward and its own step
 (``LocalLayer.grad_sync``), so per-layer stepping cannot leave the replicas apart, as one DDP
-wrapper around a whole local network would (../shared/notes/distributed_postgres_kernels.md, A2).
+wrapper around a whole local network would (docs/guides/distributed.md#ddp-per-layer).
 """
 
 from __future__ import annotations

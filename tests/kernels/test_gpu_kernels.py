@@ -1,4 +1,4 @@
-"""DESIGN.md's error rule on a GPU: a kernel's error against a high-precision reference is at most
+"""docs/guides/kernels.md#error-rule on a GPU: a kernel's error against a high-precision reference is at most
 twice plain torch's error in the same dtype (fp32, bf16, fp16). The reference is float64, so that
 the fp32 case compares two non-zero errors. Skipped without CUDA."""
 

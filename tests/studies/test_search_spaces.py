@@ -1,4 +1,5 @@
-"""Every registered learner's ``search_space(trial)`` (STUDY_PROTOCOL.md Rule 4, §7.3).
+"""Every registered learner's ``search_space(trial)`` (docs/concepts/protocol.md#rule-4,
+docs/reference/setups.md#search-spaces).
 
 Each space must cover at least three decades of lr and of weight decay, on a log scale, and
 return only keys the study runner can route: TrainConfig fields to the trainer, the rest as

@@ -1,7 +1,7 @@
 """Every study spec shipped in ``studies/`` (installed as ``localearn.studies`` data).
 
 Checked with plain tomllib against the spec keys of the study contract: only known keys, no
-per-arm budget or rule keys (STUDY_PROTOCOL §2.1), registered learners on data of their kind,
+per-arm budget or rule keys (docs/concepts/protocol.md#asymmetries), registered learners on data of their kind,
 options the learner accepts, parseable architectures, TrainConfig fields in ``fixed``; then
 through the loader, which must accept it as it is (budgets equal across search, grid and fixed arms).
 """
