@@ -41,8 +41,10 @@ def run_json(d: dict[str, Any], src: str) -> Iterator[Record]:
         opts = [arch_flags(v) if k == "arch" else f"--opt {k}={json.dumps(v) if not isinstance(v, str) else v}"
                 for k, v in (d.get("learner_options") or {}).items()
                 if k not in from_recipe and not (k == "arch" and recipe.get("arch", {}).get("source") == "cli")]
+        data_opts = [f"--data-opt {k}={json.dumps(v) if not isinstance(v, str) else v}"
+                     for k, v in (d.get("dataset_options") or {}).items()]
         cmd = " ".join([f"localearn train --algo {d['algorithm']} --dataset {d['dataset']}",
-                        *([f"--data-dir {DATA}"] if d.get("data_dir") else []), *flags, *opts])
+                        *([f"--data-dir {DATA}"] if d.get("data_dir") else []), *flags, *data_opts, *opts])
     m, hist = d["metrics"], d.get("history") or []
     units = ", ".join(f"{u['unit']} {u['epochs']} (best {u['best_epoch']})" for u in d.get("units", []))
     setting = f"{d['dataset']}, `{d['arch']}`, {d['schedule']}, seed {d['seed']}"
