@@ -95,14 +95,16 @@ def summary_lines(spec: StudySpec, runs: dict[str, dict[int, RunRecord]]) -> lis
     for arm in spec.arms:
         ok = {s: r for s, r in runs.get(arm.key, {}).items() if r.complete and r.test is not None}
         scores = [factor * float(r.test) for r in ok.values() if r.test is not None]
-        mean = f"{statistics.fmean(scores):11.4g}" if scores else "        n/a"
+        # percentages (accuracy, ROC-AUC) to 0.01 pp as the protocol reports them; other metrics to 4 digits
+        num = ".2f" if unit == "pp" else ".4g"
+        mean = f"{statistics.fmean(scores):{num}}{'%' if unit == 'pp' else ''}" if scores else "n/a"
         delta, label, ratio = "", "(baseline)" if arm.is_baseline else "", ""
         base = {s: r for s, r in runs.get(arm.baseline or "", {}).items() if r.complete and r.test is not None}
         paired = sorted(set(ok) & set(base))
         if arm.baseline and len(paired) >= 2:
             v = verdict([factor * float(ok[s].test or 0) for s in paired],
                         [factor * float(base[s].test or 0) for s in paired], margin=spec.margin)
-            delta = f"{v.mean:+.4g} [{v.ci95[0]:+.4g}, {v.ci95[1]:+.4g}]"
+            delta = f"{v.mean:+{num}} [{v.ci95[0]:+{num}}, {v.ci95[1]:+{num}}]"
             label = v.label
             t = statistics.fmean(float(ok[s].train_seconds or 0) for s in paired)
             tb = statistics.fmean(float(base[s].train_seconds or 0) for s in paired)
