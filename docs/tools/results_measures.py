@@ -103,6 +103,25 @@ def precision(d: dict[str, Any], src: str) -> Iterator[Record]:
                      f"{s['batch_size']}, median of {n_of(runs, 'run')}, {_where(d)}", cmd, res)
 
 
+def depth(d: dict[str, Any], src: str) -> Iterator[Record]:
+    """``bench_depth``: peak saved bytes of DGL and backprop over model depth, and accuracy over the
+    number of blocks one model is cut into."""
+    a = d["args"]
+    cmd = command("bench_depth", a)
+    res = [f"{m['model']}: backprop {mib(m['backprop']['peak_saved_bytes'])}, DGL one block per residual block "
+           f"({m['dgl_per_block']['blocks']}) **{mib(m['dgl_per_block']['peak_saved_bytes'])}** "
+           f"({g(m['dgl_per_block']['ratio_to_backprop'], '×')}), DGL in 4 blocks "
+           f"{mib(m['dgl_4']['peak_saved_bytes'])} ({g(m['dgl_4']['ratio_to_backprop'], '×')})" for m in d["memory"]]
+    yield Record(src, d["date"], ("dgl", "depth"), f"peak saved-for-backward bytes, torchvision ResNets with the "
+                 f"CIFAR stem, batch {a['batch_size']}, {n_of(a['batches'], 'step')}", cmd, res)
+    if d.get("accuracy"):
+        acc = [f"{r['algo']}" + (f" K = {r['blocks']}" if r["blocks"] else "") + f": test accuracy "
+               f"**{g(r['test_accuracy'])}**, peak saved {mib(r['peak_saved_bytes'])}" for r in d["accuracy"]]
+        yield Record(src, d["date"], ("dgl", "depth"), f"ResNet-18 cut into K blocks, cifar10_subset without "
+                     f"augmentation, {n_of(a['epochs'], 'epoch')}, batch {a['batch_size']}, seed {a['seed']}",
+                     cmd, acc)
+
+
 def _no_out(recorded: str) -> str:
     return re.sub(r" --out \S+", "", data_arg(recorded))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from results_measures import distributed, kernels, overhead, precision
+from results_measures import depth, distributed, kernels, overhead, precision
 from results_records import (
     DATA,
     ROOT,
@@ -215,10 +215,10 @@ def study_summary(d: dict[str, Any], src: str) -> Iterator[Record]:
 
 
 READERS: dict[str, Callable[[dict[str, Any], str], Iterator[Record]]] = {
-    "bench_counter_current": counter_current, "bench_distributed": distributed, "bench_ff_eval": ff_eval,
-    "bench_forward_forward": rows_bench, "bench_forward_gnn": forward_gnn, "bench_greedy_cache": greedy_cache,
-    "bench_kernels": kernels, "bench_mono_forward": mono_forward, "bench_noprop": noprop,
-    "bench_overhead": overhead, "bench_precision": precision, "cff_analysis": cff_analysis,
+    "bench_counter_current": counter_current, "bench_depth": depth, "bench_distributed": distributed,
+    "bench_ff_eval": ff_eval, "bench_forward_forward": rows_bench, "bench_forward_gnn": forward_gnn,
+    "bench_greedy_cache": greedy_cache, "bench_kernels": kernels, "bench_mono_forward": mono_forward,
+    "bench_noprop": noprop, "bench_overhead": overhead, "bench_precision": precision, "cff_analysis": cff_analysis,
 }
 
 
