@@ -134,12 +134,11 @@ class MonoForward(LocalLearner):
     takes_models: ClassVar[bool] = True  # trains over a model's blocks (--model, localearn.localize)
     default_optimizer: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
     # Beyond-BP (original protocol): Adam, wd 0, batch 128, lr per dataset. Its per-layer caps of
-    # 8-15 epochs under-trained MF (docs/learners/mono_forward.md#pitfall-stopping-rule); the cap and patience are Rule
-    # 1's.
+    # 8-15 epochs under-trained MF (docs/learners/mono_forward.md#pitfall-stopping-rule); the cap and
+    # patience are Rule 1's.
     recipes: ClassVar[dict[str, Recipe]] = {
-        "images": recipe("docs/learners/mono_forward.md#reference (Beyond-BP: Adam, wd 0, batch 128)", optimizer="adam",
-                         lr=1e-3,
-                         weight_decay=0.0, sources={"lr": "localearn default"}),
+        "images": recipe("docs/learners/mono_forward.md#reference (Beyond-BP: Adam, wd 0, batch 128)",
+                         optimizer="adam", lr=1e-3, weight_decay=0.0, sources={"lr": "localearn default"}),
         "mnist": recipe("docs/reference/setups.md#hyperparameters (MF, MNIST, original)", lr=1.570e-3),
         "fashion_mnist": recipe("docs/reference/setups.md#hyperparameters (MF, F-MNIST, original)", lr=3.873e-4),
         "cifar10": recipe("docs/reference/setups.md#hyperparameters (MF, CIFAR-10, original)", lr=3.242e-4),

@@ -7,14 +7,13 @@ matrix, one matmul), ι_r = 1/(rms(x_r) + ε), z = ι·(x Wᵀ) + b, h = ReLU(z)
 L = mean_r BCE(logit_r; t_r) + λ·mean_j (r̄ − r_j)² with r = m·r₀ + (1 − m)·mean_{pos rows} h.
 
 Because the loss is terminal and the input is detached, the gradient is complete at the end of
-the forward (docs/guides/kernels.md#store-or-recompute): c_r = (σ(logit_r) − t_r)/R, dL/dh = 2c_r·h (÷N for ``mean``)
-plus the
-peer-norm column term v = λ·2(r − r̄)(1 − m)/(N·P) on positive rows, dz = dL/dh · 1(h > 0) (or · 1
-with the straight-through ReLU), dW = (ι·dz)ᵀ x and db = Σ_r dz_r. The Triton path runs one vendor
-GEMM for z, one Triton row kernel (ι scale, bias, ReLU in place, goodness, per-row loss and c),
-then, in row chunks, a second row kernel that writes ι·dz and a vendor GEMM into dW. Nothing of
-size (B × D_out) is saved for backward (autograd keeps only dW and db; backward scales them):
-h is the layer's output (the next layer's input) and dz lives one chunk at a time. Recomputing z
+the forward (docs/guides/kernels.md#store-or-recompute): c_r = (σ(logit_r) − t_r)/R,
+dL/dh = 2c_r·h (÷N for ``mean``) plus the peer-norm column term v = λ·2(r − r̄)(1 − m)/(N·P) on
+positive rows, dz = dL/dh · 1(h > 0) (or · 1 with the straight-through ReLU), dW = (ι·dz)ᵀ x and db = Σ_r
+dz_r. The Triton path runs one vendor GEMM for z, one Triton row kernel (ι scale, bias, ReLU in place,
+goodness, per-row loss and c), then, in row chunks, a second row kernel that writes ι·dz and a vendor GEMM
+into dW. Nothing of size (B × D_out) is saved for backward (autograd keeps only dW and db; backward scales
+them): h is the layer's output (the next layer's input) and dz lives one chunk at a time. Recomputing z
 in backward instead would re-run the B×K×N GEMM for nothing, since h is returned anyway.
 
 In this file, in order: the torch reference (the CPU path and the oracle), the Triton kernels,

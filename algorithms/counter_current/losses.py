@@ -72,12 +72,11 @@ def decorrelation(t: Tensor) -> Tensor:
 def reconstruction_pair_loss(a: Tensor, b: Tensor, s_c: float = 1.0, s_ssl: float = 0.5) -> Tensor:
     """Autoencoder pair loss ``s_C·mean((A − B)²) + s_ssl·(decor(A) + decor(B))``.
 
-    Both sides carry the same N samples. The shipped ``compute_scl_loss_convautoencoder`` is the
-    plain MSE (scale 1); the spatial factor H and the centred-map term of docs/learners/counter_current.md#equations
-    have no
-    meaning for an MLP. An MSE alone is minimised by features that keep almost nothing about the
-    sample (any function of x can be aligned with itself), so the CNN loss's decorrelation terms
-    are added to keep samples apart (``s_ssl=0`` gives the plain MSE).
+    Both sides carry the same N samples. The shipped ``compute_scl_loss_convautoencoder`` is the plain MSE
+    (scale 1); the spatial factor H and the centred-map term of docs/learners/counter_current.md#equations
+    have no meaning for an MLP. An MSE alone is minimised by features that keep almost nothing about the
+    sample (any function of x can be aligned with itself), so the CNN loss's decorrelation terms are added to
+    keep samples apart (``s_ssl=0`` gives the plain MSE).
     """
     loss = s_c * F.mse_loss(_rows(a), _rows(b))
     if s_ssl > 0:

@@ -23,10 +23,10 @@ Labels (supervised): the first C values of the flattened input are overwritten w
 ``label_value · one_hot(y)`` (default 3.25 on the *normalised* pixels; for image data this is the
 first C pixels of the top row of channel 0). 3.25 ≈ 1/0.3081 is loeweX's 1.0 on raw [0, 1] MNIST
 pixels expressed in MNIST-normalised units: Beyond-BP's 1.0 on normalised pixels is a 3× weaker
-signal (docs/learners/forward_forward.md#pitfall-label-scale) and learnt visibly slower here (MNIST 3×1000, seed 0, 100
-SGD steps at
-lr 1e-3: 0.43 against 0.68 validation accuracy on 1-2k validation images). The neutral label is
-``label_value / C`` everywhere in those C places. A training step uses 2B rows: B positives (true
+signal (docs/learners/forward_forward.md#pitfall-label-scale) and learnt visibly slower here (MNIST 3×1000,
+seed 0, 100 SGD steps at lr 1e-3: 0.43 against 0.68 validation accuracy on 1-2k validation images). The
+neutral label is ``label_value / C`` everywhere in those C places. A training step uses 2B rows: B positives
+(true
 label) and B negatives whose label is never the true one: ``negatives="random"`` draws
 ``(y + U{1..C−1}) mod C``; ``"hard"`` takes the model's most likely wrong label (argmax of the
 per-label goodness of layers 2..L, one no-grad C·B-row pass per step); ``"hybrid"`` (unsupervised)

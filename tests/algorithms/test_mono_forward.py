@@ -1,5 +1,5 @@
-"""Mono-Forward: the local gradients of docs/learners/mono_forward.md#equations, schedules, prediction, memory,
-accuracy."""
+"""Mono-Forward: the local gradients of docs/learners/mono_forward.md#equations, schedules,
+prediction, memory, accuracy."""
 
 from __future__ import annotations
 

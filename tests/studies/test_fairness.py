@@ -1,5 +1,5 @@
-"""The three asymmetries of docs/concepts/protocol.md#asymmetries cannot be configured (issue #11, "fair by
-construction").
+"""The three asymmetries of docs/concepts/protocol.md#asymmetries cannot be configured
+(issue #11, "fair by construction").
 
 1. non-uniform stopping rules; 2. a pruner or a budget for one arm only; 3. a TPE sampler seeded
 with a global seed. Each is rejected with a one-line error or impossible by the runner's design;
