@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from typing import Any
 
 import torch
@@ -124,6 +125,18 @@ def configure_layers(module: torch.nn.Module, kernels: str = "auto", compile: bo
         opt = getattr(layer, "optimizer", None)
         if opt is not None and not hasattr(opt.step, "_torchdynamo_orig_callable"):  # the optimizer step
             opt.step = torch.compile(opt.step, mode=mode)
+
+
+def cuda_graphs_setting(learner: Any, wanted: bool, device: torch.device) -> bool:
+    """``--cuda-graphs`` for ``learner`` on ``device``: CUDA only; a learner whose step is not static
+    (``cuda_graph_refusal``) falls back to plain compilation, saying why on stderr."""
+    if wanted and device.type != "cuda":
+        raise ConfigError("--cuda-graphs captures CUDA graphs: it needs a CUDA device")
+    if wanted and learner.cuda_graph_refusal:
+        print(f"localearn: no CUDA graphs for {learner.name} ({learner.cuda_graph_refusal}); "
+              "compiling without them", file=sys.stderr)
+        return False
+    return wanted
 
 
 def choose(layer: Any, op: str, x: torch.Tensor, weight: torch.Tensor) -> str:

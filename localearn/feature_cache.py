@@ -19,10 +19,17 @@ cached). Memory is capped by ``max_bytes``; past it new rows are computed but no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
+
+from localearn.layer import Context
+from localearn.stage import Stage
+
+if TYPE_CHECKING:
+    from localearn.learner import LocalLearner
 
 
 def fingerprints(x: Tensor) -> list[bytes]:
@@ -56,6 +63,14 @@ class FeatureCache:
         self.rows = 0
         self.lookups = 0
         self.hits = 0
+        self._seen = (0, 0)  # (lookups, hits) when rows_repeat last looked
+
+    def rows_repeat(self, epoch: int) -> bool:
+        """Whether training rows repeated since the last call (``epoch``: the unit's epoch about to
+        start): from the 3rd epoch on, a hit rate under one half means they never will (augmented data)."""
+        lookups, hits = self.lookups - self._seen[0], self.hits - self._seen[1]
+        self._seen = (self.lookups, self.hits)
+        return epoch < 3 or not lookups or hits >= 0.5 * lookups
 
     @property
     def nbytes(self) -> int:
@@ -125,3 +140,27 @@ class FeatureCache:
         if store:
             self._append([keys[i] for i in miss], new)
         return out
+
+
+def serve_prefix(learner: LocalLearner, x: Any, ctx: Context, stage: Stage,
+                 positions: Sequence[tuple[int, ...]]) -> tuple[int, Any]:
+    """How many leading positions of ``stage``'s step the learner's ``prefix_cache`` served, and the
+    input of the first one left (``x`` itself when none was). Only wholly frozen positions (every
+    layer in eval mode, whose outputs depend on each row alone) on a batch's own inputs are served;
+    the memo's token is every tensor of those layers and its version."""
+    cache = learner.prefix_cache
+    if cache is None or ctx.inputs is not None or not isinstance(x, Tensor):
+        return 0, x
+    first = next((p for p, pos in enumerate(positions) if set(pos) & set(stage.layers)), 0)
+    prefix = positions[:first]
+    if not first or any(learner.local_layers[i].training for pos in prefix for i in pos):
+        return 0, x
+    tensors = [t for pos in prefix for i in pos for t in (*learner.layers[i].parameters(),
+                                                          *learner.layers[i].buffers())]
+    token = (len(prefix), str(x.device), tuple((t.data_ptr(), t._version) for t in tensors))
+
+    def compute(rows: Tensor) -> Tensor:
+        with torch.no_grad():
+            return cast(Tensor, learner.step_positions(rows, ctx, Stage("prefix", ()), prefix)[0])
+
+    return first, cache.lookup(x, token, compute)

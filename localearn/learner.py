@@ -21,8 +21,7 @@ learner never builds a loop: the :class:`~localearn.trainer.Trainer` drives it, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self, cast
 
 import torch
@@ -31,32 +30,14 @@ from torch import Tensor, nn
 from localearn.arch import ArchSpec, parse_arch
 from localearn.data.graphs import node_mask
 from localearn.errors import ConfigError
-from localearn.feature_cache import FeatureCache
+from localearn.feature_cache import FeatureCache, serve_prefix
 from localearn.layer import Context, LocalLayer
 from localearn.modules import build_from_modules
 from localearn.recipes import Recipe
 from localearn.space import SEARCH_SPACE, Dist, suggest
+from localearn.stage import Losses, OptimizerFactory, Stage
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-PREDICTION_RULES = ("sum", "mean_prob")
-Losses = dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A training unit (docs/concepts/protocol.md, Rule 1): layers trained to one stopping point.
-
-    Attributes:
-        name: shown in reports (``network``, ``layer0``, ``predictor2``, ...).
-        layers: indices into ``learner.layers`` that this unit trains.
-        max_epochs: the unit's own epoch budget, below the trainer's cap (e.g. a closed-form
-            predictor solved in one pass); None: the trainer's cap.
-    """
-
-    name: str
-    layers: tuple[int, ...]
-    max_epochs: int | None = None
-
+__all__ = ["LocalLearner", "Losses", "OptimizerFactory", "Stage"]
 
 class LocalLearner(nn.Module):
     """Base class of every learner, backprop included.
@@ -129,9 +110,7 @@ class LocalLearner(nn.Module):
             raise ConfigError(f"{self.name} does not support schedule {mode!r}; supported: {', '.join(self.schedules)}")
         self.schedule_mode = mode
         self.layers = nn.ModuleList()
-        # Set by the Trainer (TrainConfig.prefix_cache_gb): memoises a greedy unit's frozen prefix.
-        self.prefix_cache: FeatureCache | None = None
-        self._prefix_seen = (0, 0)
+        self.prefix_cache: FeatureCache | None = None  # set by the Trainer (prefix_cache_gb): a frozen prefix's memo
 
     # ------------------------------------------------------------------------------ helpers
     @property
@@ -192,12 +171,8 @@ class LocalLearner(nn.Module):
         for i, layer in enumerate(self.local_layers):
             if i not in stage.layers:
                 layer.eval()
-        cache = self.prefix_cache
-        if cache is not None:  # the last epoch's hit rate; by the 2nd epoch of a unit rows repeat
-            lookups, hits = cache.lookups - self._prefix_seen[0], cache.hits - self._prefix_seen[1]
-            if epoch >= 3 and lookups and hits < 0.5 * lookups:
-                self.prefix_cache = None  # rows never repeat (augmented data): recompute, as without it
-            self._prefix_seen = (cache.lookups, cache.hits)
+        if self.prefix_cache is not None and not self.prefix_cache.rows_repeat(epoch):
+            self.prefix_cache = None  # rows never repeat (augmented data): recompute, as without it
 
     # ---------------------------------------------------------------------------- the chain
     def positions(self) -> list[tuple[int, ...]]:
@@ -255,35 +230,11 @@ class LocalLearner(nn.Module):
         h = ctx.inputs if ctx.inputs is not None else self.split_batch(batch)[0]
         positions = self.positions()
         last = max((p for p, pos in enumerate(positions) if set(pos) & set(stage.layers)), default=-1)
-        start = self._cached_prefix(h, ctx, stage, positions)
-        if start:
-            token = self._prefix_token(positions[:start], h)
-            h = cast(FeatureCache, self.prefix_cache).lookup(h, token, self._prefix(positions[:start], ctx))
+        start, h = serve_prefix(self, h, ctx, stage, positions)
         _, losses = self.step_positions(h, ctx, stage, positions[start:last + 1])
         if "loss" not in losses:  # a learner may report its own objective (NoProp's L_t)
             losses["loss"] = torch.stack(list(losses.values())).mean() if losses else torch.zeros(())
         return losses
-
-    def _cached_prefix(self, x: Any, ctx: Context, stage: Stage, positions: list[tuple[int, ...]]) -> int:
-        """How many leading, wholly frozen positions the prefix cache may serve (0: none). Only
-        for a batch's own inputs and layers in eval mode, whose outputs depend on each row alone."""
-        if self.prefix_cache is None or ctx.inputs is not None or not isinstance(x, Tensor):
-            return 0
-        first = next((p for p, pos in enumerate(positions) if set(pos) & set(stage.layers)), 0)
-        frozen = [self.local_layers[i] for pos in positions[:first] for i in pos]
-        return 0 if any(layer.training for layer in frozen) else first
-
-    def _prefix_token(self, positions: Sequence[tuple[int, ...]], x: Tensor) -> Any:
-        """What the prefix's outputs depend on: every tensor of its layers, and its version."""
-        tensors = [t for pos in positions for i in pos for t in (*self.layers[i].parameters(),
-                                                                   *self.layers[i].buffers())]
-        return (len(positions), str(x.device), tuple((t.data_ptr(), t._version) for t in tensors))
-
-    def _prefix(self, positions: Sequence[tuple[int, ...]], ctx: Context) -> Callable[[Tensor], Tensor]:
-        def compute(x: Tensor) -> Tensor:
-            with torch.no_grad():
-                return cast(Tensor, self.step_positions(x, ctx, Stage("prefix", ()), positions)[0])
-        return compute
 
     # ---------------------------------------------------------------------- derived: scores
     def scores(self, x: Any, stage: Stage | None = None) -> Tensor:
@@ -335,14 +286,11 @@ class LocalLearner(nn.Module):
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         """What ``localearn algos`` prints."""
-        return {
-            "schedules": list(cls.schedules), "default_schedule": cls.schedule, "graphs": cls.supports_graphs,
-            "block_local": cls.block_local, "coupling": cls.coupling or None, "stop_metric": cls.stop_metric,
-            "default_arch": cls.default_arch,
-            # "" : the mode runs this learner (some options may still refuse, saying why).
-            "pipeline_refusal": cls.pipeline_refusal, "ddp_refusal": cls.ddp_refusal,
-            "precision_refusal": dict(cls.precision_refusal),
-        }
+        # a refusal "": the mode runs this learner (some options may still refuse, saying why)
+        return {"schedules": list(cls.schedules), "default_schedule": cls.schedule, "graphs": cls.supports_graphs,
+                "block_local": cls.block_local, "coupling": cls.coupling or None, "stop_metric": cls.stop_metric,
+                "default_arch": cls.default_arch, "pipeline_refusal": cls.pipeline_refusal,
+                "ddp_refusal": cls.ddp_refusal, "precision_refusal": dict(cls.precision_refusal)}
 
     @classmethod
     def from_modules(cls, blocks: Sequence[nn.Module], input_shape: Sequence[int], num_classes: int = 10,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from localearn.data.base import DataBundle, place_data
 from localearn.distributed import make_parallel
 from localearn.errors import ConfigError
 from localearn.feature_cache import FeatureCache
-from localearn.kernels import configure_layers
+from localearn.kernels import configure_layers, cuda_graphs_setting
 from localearn.layer import LocalLayer
 from localearn.learner import LocalLearner, Stage
 from localearn.losslog import LossLog
@@ -63,24 +62,15 @@ class Trainer:
         run_info: extra fields for ``run.json`` (algorithm name, learner and dataset options).
     """
 
-    def __init__(
-        self,
-        learner: LocalLearner,
-        data: DataBundle,
-        config: TrainConfig | None = None,
-        out_dir: str | Path | None = None,
-        callbacks: Iterable[Callback] = (),
-        probes: Iterable[Probe] = (),
-        run_info: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, learner: LocalLearner, data: DataBundle, config: TrainConfig | None = None,
+                 out_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), probes: Iterable[Probe] = (),
+                 run_info: dict[str, Any] | None = None) -> None:
         data = as_bundle(data)  # DataLoaders or a PyG graph beside the bundled datasets
         self.config = config or TrainConfig()
         self.config.validate()
         if learner.supports_graphs != (data.kind == "graph"):
-            raise ConfigError(
-                f"{learner.name} takes {'graph' if learner.supports_graphs else 'image'} data, "
-                f"but dataset {data.name!r} is {data.kind} data"
-            )
+            raise ConfigError(f"{learner.name} takes {'graph' if learner.supports_graphs else 'image'} data, "
+                              f"but dataset {data.name!r} is {data.kind} data")
         self.task = get_task(learner.task)
         refusal = learner.precision_refusal.get(self.config.precision)
         if refusal:
@@ -99,7 +89,7 @@ class Trainer:
         self.optimizers = learner.configure_optimizers(factory)
         # The update policy (precision, clipping, warm-ups, schedules) is the Trainer's: every layer steps under it.
         self.policy = self.config.policy(learner.update_defaults).attach(learner)
-        self._compile_options(learner)
+        self.cuda_graphs = cuda_graphs_setting(learner, self.config.cuda_graphs, self.device)
         configure_layers(self.learner, self.config.kernels, self.config.compile, self.cuda_graphs)
         self.stages = learner.stages()
         self.par.setup(self)  # a pipeline rank drops other ranks' layers; DDP hooks gradients
@@ -111,16 +101,6 @@ class Trainer:
         self.cuda_peaks: dict[str, int] = {}
         self.resumed_rss = 0
         self.interrupt = outcome.StepInterrupt()
-
-    def _compile_options(self, learner: LocalLearner) -> None:
-        """``--cuda-graphs``: CUDA only; a learner whose step is not static falls back, saying why."""
-        self.cuda_graphs = self.config.cuda_graphs
-        if self.cuda_graphs and self.device.type != "cuda":
-            raise ConfigError("--cuda-graphs captures CUDA graphs: it needs a CUDA device")
-        if self.cuda_graphs and learner.cuda_graph_refusal:
-            print(f"localearn: no CUDA graphs for {learner.name} ({learner.cuda_graph_refusal}); "
-                  "compiling without them", file=sys.stderr)
-            self.cuda_graphs = False
 
     # ------------------------------------------------------------------------------ metrics
     def evaluate(self, split: str, stage: Stage | None = None) -> dict[str, float]:

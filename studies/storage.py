@@ -93,9 +93,7 @@ def ensure_study(storage: BaseStorage, name: str, trials: int, attrs: dict[str, 
     if len(points) != trials:
         raise ConfigError(f"study {name!r}: {len(points)} queued points for a budget of {trials} trials")
     try:
-        study = optuna.create_study(study_name=name, storage=storage,
-                                    direction=StudyDirection.MINIMIZE if direction == "minimize" else
-                                    StudyDirection.MAXIMIZE)
+        study = optuna.create_study(study_name=name, storage=storage, direction=StudyDirection[direction.upper()])
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
         deadline = time.monotonic() + wait_seconds
@@ -136,9 +134,8 @@ def trial_id(study: optuna.Study, storage: BaseStorage, number: int) -> int:
 def pop_slot(study: optuna.Study, storage: BaseStorage) -> tuple[optuna.Trial, int] | None:
     """Take one WAITING slot of ``study`` (atomically: WAITING -> RUNNING succeeds for one process)
     and open it as a trial, as ``Study.ask`` does; None when no slot waits. Never creates a trial."""
-    study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        tid = trial_id(study, storage, t.number)
         try:
             if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
                 return optuna.Trial(study, tid), tid  # runs the sampler's before_trial, as ask() does

@@ -1,17 +1,17 @@
 """The CCL training units: one :class:`CounterCurrentPair` per pair of the dual network.
 
-With a forward network ``f_1..f_L`` and a feedback network ``g_1..g_L`` (docs/learners/counter_current.md#equations),
-the
-learner holds ``L + 1`` local layers, each owning exactly the maps its loss trains:
+With a forward network ``f_1..f_L`` and a feedback network ``g_1..g_L``
+(docs/learners/counter_current.md#equations), the learner holds ``L + 1`` local layers, each owning
+exactly the maps its loss trains:
 
 * ``layer0``, the input pair ``(x, b_0)``: owns ``g_1`` only; its forward map is the identity.
 * ``layer l`` (1 ≤ l < L), pair ``(a_l, b_l)``: owns ``f_l`` and ``g_{l+1}``.
 * ``layer L``, the output: owns ``f_L`` only; CE on ``o`` (MSE to the image in autoencoder mode).
 
-Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed
-before the next pair runs (the memory benefit of docs/learners/counter_current.md#pitfall-pairwise-backward), and it
-owns an optimizer
-with two parameter groups (``f``, ``g``); how they are clipped is the update policy's ``clip_scope``.
+Each layer is a :class:`~localearn.layer.LocalLayer`, so its backward runs and its graph is freed before the
+next pair runs (the memory benefit of docs/learners/counter_current.md#pitfall-pairwise-backward), and it owns
+an optimizer with two parameter groups (``f``, ``g``); how they are clipped is the update policy's
+``clip_scope``.
 """
 
 from __future__ import annotations
@@ -86,11 +86,7 @@ class CounterCurrentPair(LocalLayer):
 
     def __init__(self, index: int, f: nn.Module | None, g: nn.Module | None, loss: PairLoss, top: bool) -> None:
         super().__init__()
-        self.index = index
-        self.f = f
-        self.g = g
-        self.loss_spec = loss
-        self.top = top
+        self.index, self.f, self.g, self.loss_spec, self.top = index, f, g, loss, top
 
     def forward(self, x: Tensor) -> Tensor:
         return x if self.f is None else self.f(x)
@@ -103,11 +99,8 @@ class CounterCurrentPair(LocalLayer):
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups for the forward and feedback parameters, tagged ``clip_group`` f / g
         (the update policy clips each network side on its own, per pair or network-wide)."""
-        groups = [
-            {"params": list(m.parameters()), "clip_group": side}
-            for side, m in (("f", self.f), ("g", self.g))
-            if m is not None
-        ]
+        groups = [{"params": list(m.parameters()), "clip_group": side}
+                  for side, m in (("f", self.f), ("g", self.g)) if m is not None]
         return [g for g in groups if g["params"]]
 
     def scores(self, h: Tensor, ctx: Context) -> Tensor | None:
