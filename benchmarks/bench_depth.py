@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 
 import localearn
 from localearn.learner import LocalLearner
-from localearn.measure import SavedTensorMeter, device_info, versions
+from localearn.measure import SavedTensorMeter, write_result
 from localearn.models import load_model
 from localearn.models.points import analyse
 from localearn.trainer import make_optimizer_factory
@@ -100,11 +99,8 @@ def main() -> None:
         accuracy = [accuracy_row("backprop", None, args)]
         accuracy += [accuracy_row("dgl", int(k), args) for k in args.blocks.split(",")]
     device = torch.device(args.device)
-    record = {"benchmark": "bench_depth", "args": vars(args), "date": dt.date.today().isoformat(),
-              "device": device_info(device), "versions": versions(), "memory": memory, "accuracy": accuracy}
-    out = Path(args.out) / f"depth_resnet_{device.type}_{record['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=str))
+    out = write_result(Path(args.out) / f"depth_resnet_{device.type}_{dt.date.today().isoformat()}.json",
+                       "bench_depth", device, args=vars(args), memory=memory, accuracy=accuracy)
     print(f"wrote {out}")
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from localearn.errors import ConfigError
+from localearn.models.sources import probe
 from localearn.models.spec import is_model_arch, model_arch, object_spec, parse_model_spec
 
 if TYPE_CHECKING:
@@ -74,18 +75,7 @@ def arm_arch(algo: str, arm: Mapping[str, Any]) -> str | None:
 
 
 def _num_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *input_shape, device=device))
-    except Exception as exc:
-        raise ConfigError(f"{type(model).__name__} fails on input shape {input_shape}: {exc}") from None
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
+    out = probe(model, input_shape, type(model).__name__)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"{type(model).__name__} returns {got} for 2 inputs; localize needs class scores (2, C)")

@@ -209,20 +209,26 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
-def check_model(model: nn.Module, source: str, num_classes: int, shape: tuple[int, ...]) -> None:
-    """One forward pass of two zero samples in eval mode: the model must return ``(2, num_classes)``."""
+def probe(model: nn.Module, shape: tuple[int, ...], label: str) -> Any:
+    """The model's output for two zero samples of ``shape``, in eval mode and without a graph (every
+    module's mode restored); a failing forward is one error naming ``label`` and the shape."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *shape, device=device))
+            return model(torch.zeros(2, *shape, device=device))
     except Exception as exc:
-        raise ConfigError(f"model {source} fails on input shape {shape}: {_first_line(exc)}") from None
+        raise ConfigError(f"{label} fails on input shape {shape}: {_first_line(exc)}") from None
     finally:
         for m, mode in modes.items():
             m.train(mode)
+
+
+def check_model(model: nn.Module, source: str, num_classes: int, shape: tuple[int, ...]) -> None:
+    """One forward pass of two zero samples in eval mode: the model must return ``(2, num_classes)``."""
+    out = probe(model, shape, f"model {source}")
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != (2, num_classes):
         raise ConfigError(f"model {source} returns {got} for a batch of 2 inputs of shape {shape}; "
