@@ -81,8 +81,9 @@ def summary(records: list[Record], target: str) -> str:
 def render(key: str, records: list[Record], skipped: list[str], target: str, root: Path = ROOT) -> str:
     """The generated text of section ``key`` for the file ``target``."""
     kind, _, name = key.partition(":")
-    if kind in ("learner", "topic"):
-        chosen = [r for r in records if name in r.topics]
+    if kind in ("learner", "topic"):  # a learner's page also shows the learners it documents (NoProp-CT/FM)
+        names = {n for n, page in PAGES.items() if page == name} | {name} if kind == "learner" else {name}
+        chosen = [r for r in records if names & set(r.topics)]
         if not chosen:
             return "No committed result yet.\n"
         return _table(chosen)
